@@ -1,0 +1,1 @@
+"""Pangu Ultra MoE: a functional JAX reference, its trainer and its simulator."""

@@ -1,0 +1,146 @@
+"""Multi-head latent attention (MLA) with decoupled RoPE, and its compressed KV cache.
+
+Training path (`mla`): queries optionally through a low-rank bottleneck
+(q_a -> RMSNorm -> q_b); keys and values from one latent c_kv (kv_a -> RMSNorm ->
+kv_b) plus a single rotary key shared by all heads (the "decoupled" part), causal.
+
+Inference path (`mla_cached`): the cache stores, per token, only the latent c_kv
+(kv_lora_rank) and the rotary key (qk_rope_head_dim); kv_b is absorbed into the
+query (for scores) and into the output (for values), so keys and values are never
+materialised per head. For Pangu Ultra MoE this is 576 numbers per token and
+layer instead of 128 x (192 + 128) = 40960.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pangu_jax.model.init import normal, weight_std
+from pangu_jax.model.norms import rms_norm
+
+NEG_INF = -1e30
+
+
+def init_mla(key: jax.Array, cfg, dtype) -> dict:
+  d, h = cfg.hidden_size, cfg.num_heads
+  qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+  std = weight_std(cfg)
+  ks = jax.random.split(key, 5)
+  p = {}
+  if cfg.q_lora_rank > 0:
+    p["q_a"] = normal(ks[0], (d, cfg.q_lora_rank), std, dtype)
+    p["q_a_norm"] = jnp.ones((cfg.q_lora_rank,), dtype)
+    p["q_b"] = normal(ks[1], (cfg.q_lora_rank, h * qk), std, dtype)
+  else:
+    p["q"] = normal(ks[0], (d, h * qk), std, dtype)
+  p["kv_a"] = normal(ks[2], (d, cfg.kv_lora_rank + cfg.qk_rope_head_dim), std, dtype)
+  p["kv_a_norm"] = jnp.ones((cfg.kv_lora_rank,), dtype)
+  p["kv_b"] = normal(ks[3], (cfg.kv_lora_rank, h * (cfg.qk_nope_head_dim + cfg.v_head_dim)), std, dtype)
+  p["o"] = normal(ks[4], (h * cfg.v_head_dim, d), std, dtype)
+  return p
+
+
+def rope_tables(positions: jax.Array, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos and sin tables (..., dim) for the 'half' rotary layout (npu_rotary_mul mode 'half')."""
+  inv = theta ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  ang = positions.astype(jnp.float32)[..., None] * inv
+  ang = jnp.concatenate([ang, ang], axis=-1)
+  return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x * cos + rotate_half(x) * sin; x (..., S, [H,] dim), tables broadcast over heads."""
+  with jax.named_scope("rotary"):
+    xf = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rot = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+    return (xf * cos + rot * sin).astype(x.dtype)
+
+
+def _queries(p, x, cfg, cos, sin):
+  """(B, S, H, nope), (B, S, H, rope) with RoPE applied."""
+  b, s, _ = x.shape
+  dt = x.dtype
+  if cfg.q_lora_rank > 0:
+    q = rms_norm(x @ p["q_a"].astype(dt), p["q_a_norm"], cfg.norm_eps) @ p["q_b"].astype(dt)
+  else:
+    q = x @ p["q"].astype(dt)
+  q = q.reshape(b, s, cfg.num_heads, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+  q_nope, q_rope = q[..., : cfg.qk_nope_head_dim], q[..., cfg.qk_nope_head_dim :]
+  return q_nope, apply_rope(q_rope, cos[:, :, None, :], sin[:, :, None, :])
+
+
+def _latents(p, x, cfg, cos, sin):
+  """The per-token cache entries: normed latent (B, S, r) and rotary key (B, S, rope)."""
+  kv_a = x @ p["kv_a"].astype(x.dtype)
+  c = rms_norm(kv_a[..., : cfg.kv_lora_rank], p["kv_a_norm"], cfg.norm_eps)
+  k_rope = apply_rope(kv_a[..., cfg.kv_lora_rank :], cos, sin)
+  return c, k_rope
+
+
+def _softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  scores = jnp.where(mask, scores.astype(jnp.float32), NEG_INF)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def _scale(cfg) -> float:
+  return (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) ** -0.5
+
+
+def mla(p: dict, x: jax.Array, positions: jax.Array, cfg) -> jax.Array:
+  """Causal MLA over a whole sequence. x (B, S, d), positions (B, S) -> (B, S, d)."""
+  with jax.named_scope("attention"):
+    b, s, _ = x.shape
+    dt = x.dtype
+    cos, sin = rope_tables(positions, cfg.qk_rope_head_dim, cfg.rope_theta)
+    q_nope, q_rope = _queries(p, x, cfg, cos, sin)
+    c, k_rope = _latents(p, x, cfg, cos, sin)
+    kv = (c @ p["kv_b"].astype(dt)).reshape(b, s, cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim)
+    k_nope, v = kv[..., : cfg.qk_nope_head_dim], kv[..., cfg.qk_nope_head_dim :]
+    scores = jnp.einsum("bshd,bthd->bhst", q_nope, k_nope) + jnp.einsum("bshd,btd->bhst", q_rope, k_rope)
+    causal = positions[:, None, :, None] >= positions[:, None, None, :]
+    probs = _softmax(scores * _scale(cfg), causal).astype(dt)
+    out = jnp.einsum("bhst,bthd->bshd", probs, v).reshape(b, s, cfg.num_heads * cfg.v_head_dim)
+    return out @ p["o"].astype(dt)
+
+
+def init_cache(cfg, batch: int, max_len: int, dtype) -> dict:
+  """An empty compressed cache for one layer: latent and rotary key per position."""
+  return {
+      "c": jnp.zeros((batch, max_len, cfg.kv_lora_rank), dtype),
+      "k_rope": jnp.zeros((batch, max_len, cfg.qk_rope_head_dim), dtype),
+  }
+
+
+def mla_cached(p: dict, x: jax.Array, cache: dict, start: jax.Array, cfg) -> tuple[jax.Array, dict]:
+  """MLA for new tokens at positions start..start+S-1 against a compressed cache.
+
+  Writes the new tokens' latents into the cache, then attends with kv_b absorbed:
+  scores_nope = (q_nope W_uk^T) . c and out = (probs . c) W_uv. Entries past the
+  last written position are masked, so stale values there (e.g. a rejected
+  speculative draft) never matter.
+  """
+  with jax.named_scope("attention"):
+    b, s, _ = x.shape
+    dt = x.dtype
+    positions = jnp.broadcast_to(start + jnp.arange(s), (b, s))
+    cos, sin = rope_tables(positions, cfg.qk_rope_head_dim, cfg.rope_theta)
+    q_nope, q_rope = _queries(p, x, cfg, cos, sin)
+    c_new, kr_new = _latents(p, x, cfg, cos, sin)
+    cache = {
+        "c": jax.lax.dynamic_update_slice_in_dim(cache["c"], c_new.astype(cache["c"].dtype), start, axis=1),
+        "k_rope": jax.lax.dynamic_update_slice_in_dim(cache["k_rope"], kr_new.astype(cache["k_rope"].dtype), start,
+                                                      axis=1),
+    }
+    w = p["kv_b"].astype(dt).reshape(cfg.kv_lora_rank, cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim)
+    w_uk, w_uv = w[..., : cfg.qk_nope_head_dim], w[..., cfg.qk_nope_head_dim :]
+    c_all, kr_all = cache["c"].astype(dt), cache["k_rope"].astype(dt)
+    q_lat = jnp.einsum("bshd,rhd->bshr", q_nope, w_uk)
+    scores = jnp.einsum("bshr,btr->bhst", q_lat, c_all) + jnp.einsum("bshd,btd->bhst", q_rope, kr_all)
+    key_pos = jnp.arange(c_all.shape[1])
+    mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
+    probs = _softmax(scores * _scale(cfg), mask).astype(dt)
+    out_lat = jnp.einsum("bhst,btr->bshr", probs, c_all)
+    out = jnp.einsum("bshr,rhd->bshd", out_lat, w_uv).reshape(b, s, cfg.num_heads * cfg.v_head_dim)
+    return out @ p["o"].astype(dt), cache

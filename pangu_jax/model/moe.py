@@ -1,0 +1,157 @@
+"""Mixture of experts: router, shared experts, and three dispatch implementations.
+
+Router (DeepSeek-V3 / Pangu Ultra MoE form): logits = x W_r (fp32); scores =
+sigmoid(logits) or softmax(logits); the top-k experts are selected on
+scores + bias (bias optional, used only for selection, never for the weights and
+never trained by gradient: the aux-loss-free update adjusts it); the k weights
+are the selected scores, optionally renormalised to sum to 1, times
+routed_scaling_factor.
+
+Dispatch (`moe_impl`), all three computing the same function when nothing is
+dropped:
+  dense     every expert on every token, masked: E times the work; the reference.
+  capacity  each expert takes at most C = ceil(capacity_factor * T * k / E)
+            assignments, in priority order (all first choices, then all second
+            choices, ...; token order within a choice); the rest are dropped and
+            counted. Our dispatch is by slot index into an (E, C, d) buffer, then
+            one batched einsum per matmul, instead of a (T, E, C) one-hot einsum
+            whose size grows as T^2.
+  dropless  assignments sorted by expert, grouped matmuls over the sorted rows
+            (pangu_jax.kernels), unsorted and combined with the weights.
+
+Each returns the routed output plus `MoeStats`: per-sequence expert counts
+(B, E) (before any drop), the router scores (B, S, E), and the dropped count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pangu_jax.kernels import grouped_matmul
+from pangu_jax.model.init import normal, weight_std
+
+
+class MoeStats(NamedTuple):
+  counts: jax.Array  # (B, E) int32: assignments per sequence and expert, before drops
+  scores: jax.Array  # (B, S, E) float32: router scores (sigmoid or softmax)
+  dropped: jax.Array  # () int32: assignments dropped by capacity (0 otherwise)
+
+
+def swiglu(h: jax.Array) -> jax.Array:
+  """silu(first half) * second half, over the last axis (npu_swiglu's convention)."""
+  with jax.named_scope("swiglu"):
+    f = h.shape[-1] // 2
+    return jax.nn.silu(h[..., :f]) * h[..., f:]
+
+
+def init_mlp(key: jax.Array, d: int, f: int, std: float, dtype) -> dict:
+  k1, k2 = jax.random.split(key)
+  return {"w_in": normal(k1, (d, 2 * f), std, dtype), "w_out": normal(k2, (f, d), std, dtype)}
+
+
+def mlp(p: dict, x: jax.Array) -> jax.Array:
+  """SwiGLU FFN with fused gate|up input weight (d, 2F)."""
+  return swiglu(x @ p["w_in"].astype(x.dtype)) @ p["w_out"].astype(x.dtype)
+
+
+def init_moe(key: jax.Array, cfg, dtype) -> dict:
+  d, e, f = cfg.hidden_size, cfg.num_routed_experts, cfg.expert_ffn_dim
+  std = weight_std(cfg)
+  ks = jax.random.split(key, 4)
+  p = {
+      "router": normal(ks[0], (d, e), std, jnp.float32),
+      "experts": {
+          "w_in": normal(ks[1], (e, d, 2 * f), std, dtype),
+          "w_out": normal(ks[2], (e, f, d), std, dtype),
+      },
+  }
+  if cfg.router_bias:
+    p["router_bias"] = jnp.zeros((e,), jnp.float32)
+  if cfg.num_shared_experts > 0:
+    p["shared"] = init_mlp(ks[3], d, cfg.num_shared_experts * cfg.expert_ffn_dim, std, dtype)
+  return p
+
+
+def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """x (T, d) -> scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32."""
+  with jax.named_scope("moe_gating_top_k"):
+    logits = x.astype(jnp.float32) @ p["router"].astype(jnp.float32)
+    scores = jax.nn.sigmoid(logits) if cfg.router_score == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+    select = scores
+    if cfg.router_bias:
+      select = scores + jax.lax.stop_gradient(p["router_bias"])
+    _, idx = jax.lax.top_k(select, cfg.top_k)
+    w = jnp.take_along_axis(scores, idx, axis=-1)
+    if cfg.norm_topk_prob:
+      w = w / (jnp.sum(w, axis=-1, keepdims=True) + 1e-20)
+    return scores, idx.astype(jnp.int32), w * cfg.routed_scaling_factor
+
+
+def _dense(experts, x, idx, w, cfg):
+  e = cfg.num_routed_experts
+  h = swiglu(jnp.einsum("td,edf->tef", x, experts["w_in"].astype(x.dtype)))
+  y = jnp.einsum("tef,efd->ted", h, experts["w_out"].astype(x.dtype))
+  combine = jnp.zeros((x.shape[0], e), jnp.float32).at[jnp.arange(x.shape[0])[:, None], idx].add(w)
+  return jnp.einsum("te,ted->td", combine.astype(x.dtype), y), jnp.zeros((), jnp.int32)
+
+
+def capacity(num_tokens: int, cfg) -> int:
+  """Slots per expert: ceil(capacity_factor * T * k / E), at least 1 and at most T."""
+  c = math.ceil(cfg.capacity_factor * num_tokens * cfg.top_k / cfg.num_routed_experts)
+  return max(1, min(c, num_tokens))
+
+
+def _capacity(experts, x, idx, w, cfg):
+  t, k, e = x.shape[0], cfg.top_k, cfg.num_routed_experts
+  c = capacity(t, cfg)
+  flat_e = idx.T.reshape(-1)  # choice-major priority: all first choices, then all second...
+  flat_tok = jnp.tile(jnp.arange(t), k)
+  onehot = jax.nn.one_hot(flat_e, e, dtype=jnp.int32)
+  pos = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)
+  keep = pos < c
+  slot = jnp.where(keep, flat_e * c + pos, e * c)  # e*c = out of range: dropped by the scatter
+  buf = jnp.zeros((e * c, x.shape[1]), x.dtype).at[slot].set(x[flat_tok], mode="drop")
+  buf = buf.reshape(e, c, -1)
+  h = swiglu(jnp.einsum("ecd,edf->ecf", buf, experts["w_in"].astype(x.dtype)))
+  y = jnp.einsum("ecf,efd->ecd", h, experts["w_out"].astype(x.dtype)).reshape(e * c, -1)
+  y_assign = jnp.take(y, slot, axis=0, mode="fill", fill_value=0)  # (k*T, d), zeros where dropped
+  flat_w = w.T.reshape(-1)
+  out = jnp.zeros_like(x).at[flat_tok].add(y_assign * flat_w[:, None].astype(x.dtype))
+  return out, jnp.sum(~keep).astype(jnp.int32)
+
+
+def _dropless(experts, x, idx, w, cfg):
+  t, k, e = x.shape[0], cfg.top_k, cfg.num_routed_experts
+  flat_e = idx.reshape(-1)
+  with jax.named_scope("moe_permute"):
+    order = jnp.argsort(flat_e, stable=True)
+    xs = jnp.take(x, order // k, axis=0)
+    sizes = jnp.bincount(flat_e, length=e)
+  h = swiglu(grouped_matmul(xs, experts["w_in"], sizes))
+  ys = grouped_matmul(h, experts["w_out"], sizes)
+  with jax.named_scope("moe_unpermute"):
+    y = jnp.zeros_like(ys).at[order].set(ys).reshape(t, k, -1)
+    out = jnp.einsum("tkd,tk->td", y, w.astype(x.dtype))
+  return out, jnp.zeros((), jnp.int32)
+
+
+DISPATCH = {"dense": _dense, "capacity": _capacity, "dropless": _dropless}
+
+
+def moe(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, MoeStats]:
+  """Routed experts plus shared experts. x (B, S, d) -> (B, S, d), MoeStats."""
+  with jax.named_scope("moe"):
+    b, s, d = x.shape
+    xt = x.reshape(b * s, d)
+    scores, idx, w = route(p, xt, cfg)
+    routed, dropped = DISPATCH[cfg.moe_impl](p["experts"], xt, idx, w, cfg)
+    out = routed
+    if "shared" in p:
+      out = out + mlp(p["shared"], xt)
+    counts = jnp.sum(jax.nn.one_hot(idx.reshape(b, s * cfg.top_k), cfg.num_routed_experts, dtype=jnp.int32), axis=1)
+    stats = MoeStats(counts=counts, scores=scores.reshape(b, s, -1), dropped=dropped)
+    return out.reshape(b, s, d), stats

@@ -1,0 +1,238 @@
+"""The Pangu Ultra MoE transformer as pure functions over a parameter pytree.
+
+Parameters (nested dicts of arrays):
+  embed        (V, d)
+  dense_layers the first `num_dense_layers` blocks, stacked on a leading layer axis
+  moe_layers   the remaining blocks, stacked likewise
+  final_norm   (d,)
+  head         (d, V) (untied from the embedding)
+  mtp          multi-token-prediction modules, stacked on a leading depth axis
+
+A block (layer order as in Huawei's code):
+  h = x + post_attn_norm(MLA(attn_norm(x)))
+  y = h + post_mlp_norm(FFN_or_MoE(mlp_norm(h)))
+With `sandwich_norm=False` the post norms are absent (plain pre-norm).
+With the depth-scaled sandwich norm (DSSN) the post-norm gammas start at
+c_attn / sqrt(L) and c_mlp / sqrt(L); every other gamma starts at 1.
+
+Layers of one kind run under `jax.lax.scan`, so compile time does not grow with
+depth.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pangu_jax.model import attention, moe
+from pangu_jax.model.init import embed_std, normal, weight_std
+from pangu_jax.model.norms import rms_norm
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+REMAT_POLICIES = {
+    # "fine": keep every matmul output, recompute norms, activations and permutations.
+    "fine": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+class ModelOutput(NamedTuple):
+  logits: jax.Array  # (B, S, V) float32
+  mtp_logits: jax.Array | None  # (D, B, S, V): depth j predicts the token j+2 positions ahead
+  hidden: jax.Array  # (B, S, d): last block's output, before the final norm
+  stats: moe.MoeStats | None  # stacked over MoE layers (leading axis = MoE layer)
+
+
+def compute_dtype(cfg):
+  return DTYPES[cfg.dtype]
+
+
+def param_dtype(cfg):
+  return DTYPES[cfg.param_dtype]
+
+
+def init_block(key: jax.Array, cfg, kind: str) -> dict:
+  """One block's parameters. kind: 'dense' or 'moe'."""
+  dt = param_dtype(cfg)
+  d, L = cfg.hidden_size, cfg.num_layers
+  k_attn, k_ffn = jax.random.split(key)
+  p = {"attn": attention.init_mla(k_attn, cfg, dt), "attn_norm": jnp.ones((d,), dt), "mlp_norm": jnp.ones((d,), dt)}
+  if cfg.sandwich_norm:
+    p["post_attn_norm"] = jnp.full((d,), cfg.dssn_c_attn / math.sqrt(L), dt)
+    p["post_mlp_norm"] = jnp.full((d,), cfg.dssn_c_mlp / math.sqrt(L), dt)
+  if kind == "dense":
+    p["mlp"] = moe.init_mlp(k_ffn, d, cfg.dense_ffn_dim, weight_std(cfg), dt)
+  else:
+    p["moe"] = moe.init_moe(k_ffn, cfg, dt)
+  return p
+
+
+def _init_stack(key, n, cfg, kind):
+  return jax.vmap(lambda k: init_block(k, cfg, kind))(jax.random.split(key, n))
+
+
+def num_moe_layers(cfg) -> int:
+  return cfg.num_layers - cfg.num_dense_layers
+
+
+def mtp_block_kind(cfg) -> str:
+  """MTP blocks use the main model's last-layer kind (MoE unless the model is all dense)."""
+  return "moe" if num_moe_layers(cfg) > 0 else "dense"
+
+
+def init_params(key: jax.Array, cfg) -> dict:
+  """All parameters of the model (main model plus MTP modules)."""
+  dt = param_dtype(cfg)
+  d, v = cfg.hidden_size, cfg.vocab_size
+  ks = jax.random.split(key, 5)
+  params = {
+      "embed": normal(ks[0], (v, d), embed_std(cfg), dt),
+      "final_norm": jnp.ones((d,), dt),
+      "head": normal(ks[1], (d, v), weight_std(cfg), dt),
+  }
+  if cfg.num_dense_layers > 0:
+    params["dense_layers"] = _init_stack(ks[2], cfg.num_dense_layers, cfg, "dense")
+  if num_moe_layers(cfg) > 0:
+    params["moe_layers"] = _init_stack(ks[3], num_moe_layers(cfg), cfg, "moe")
+  if cfg.mtp_depth > 0:
+
+    def init_mtp(k):
+      k1, k2 = jax.random.split(k)
+      return {
+          "hidden_norm": jnp.ones((d,), dt),
+          "embed_norm": jnp.ones((d,), dt),
+          "proj": normal(k1, (2 * d, d), weight_std(cfg), dt),
+          "block": init_block(k2, cfg, mtp_block_kind(cfg)),
+          "out_norm": jnp.ones((d,), dt),
+      }
+
+    params["mtp"] = jax.vmap(init_mtp)(jax.random.split(ks[4], cfg.mtp_depth))
+  return params
+
+
+def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None):
+  """One transformer block. Returns (y, MoeStats or None, new cache or None).
+
+  Without a cache: causal attention over `positions` (B, S). With a cache: the
+  tokens sit at start..start+S-1 and attend to the cache (inference).
+  """
+  eps = cfg.norm_eps
+  h = rms_norm(x, p["attn_norm"], eps)
+  if cache is None:
+    a, new_cache = attention.mla(p["attn"], h, positions, cfg), None
+  else:
+    a, new_cache = attention.mla_cached(p["attn"], h, cache, start, cfg)
+  if "post_attn_norm" in p:
+    a = rms_norm(a, p["post_attn_norm"], eps)
+  x = x + a
+  h = rms_norm(x, p["mlp_norm"], eps)
+  if "moe" in p:
+    m, stats = moe.moe(p["moe"], h, cfg)
+  else:
+    m, stats = moe.mlp(p["mlp"], h), None
+  if "post_mlp_norm" in p:
+    m = rms_norm(m, p["post_mlp_norm"], eps)
+  return x + m, stats, new_cache
+
+
+def _scan_blocks(stack, x, cfg, positions, remat, caches=None, start=None):
+  """Runs stacked blocks under lax.scan; returns (x, stacked stats, stacked caches)."""
+
+  def body(carry, layer):
+    p, cache = layer
+    y, stats, new_cache = block(p, carry, cfg, positions=positions, cache=cache, start=start)
+    return y, (stats, new_cache)
+
+  if remat in REMAT_POLICIES and caches is None:
+    body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
+  x, (stats, new_caches) = jax.lax.scan(body, x, (stack, caches))
+  return x, stats, new_caches
+
+
+def embed(params: dict, tokens: jax.Array, cfg) -> jax.Array:
+  return jnp.take(params["embed"], tokens, axis=0).astype(compute_dtype(cfg))
+
+
+def logits_from_hidden(params: dict, norm_gamma: jax.Array, h: jax.Array, cfg) -> jax.Array:
+  h = rms_norm(h, norm_gamma, cfg.norm_eps)
+  return (h @ params["head"].astype(h.dtype)).astype(jnp.float32)
+
+
+def mtp_input(p: dict, params: dict, h_prev: jax.Array, next_tokens: jax.Array, cfg) -> jax.Array:
+  """DeepSeek-V3 MTP input: proj([norm(h_prev); norm(embed(next token))])."""
+  e = embed(params, next_tokens, cfg)
+  z = jnp.concatenate([rms_norm(h_prev, p["hidden_norm"], cfg.norm_eps), rms_norm(e, p["embed_norm"], cfg.norm_eps)],
+                      axis=-1)
+  return z @ p["proj"].astype(z.dtype)
+
+
+def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none") -> ModelOutput:
+  """Full causal forward. tokens (B, S) int -> ModelOutput.
+
+  MTP depth j (0-based) at position i combines the depth-(j-1) state at i (the
+  main model's for j = 0) with the embedding of token i+j+1, and predicts token
+  i+j+2. Positions whose inputs run past the sequence (the last j+1) see a
+  wrapped-around token; the loss masks them.
+  """
+  b, s = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(s), (b, s))
+  x = embed(params, tokens, cfg)
+  if "dense_layers" in params:
+    x, _, _ = _scan_blocks(params["dense_layers"], x, cfg, positions, remat)
+  stats = None
+  if "moe_layers" in params:
+    x, stats, _ = _scan_blocks(params["moe_layers"], x, cfg, positions, remat)
+  logits = logits_from_hidden(params, params["final_norm"], x, cfg)
+  mtp_logits = None
+  if cfg.mtp_depth > 0:
+    h, outs = x, []
+    for j in range(cfg.mtp_depth):
+      p = jax.tree.map(lambda a, j=j: a[j], params["mtp"])
+      z = mtp_input(p, params, h, jnp.roll(tokens, -(j + 1), axis=1), cfg)
+      h, _, _ = block(p["block"], z, cfg, positions=positions)
+      outs.append(logits_from_hidden(params, p["out_norm"], h, cfg))
+    mtp_logits = jnp.stack(outs)
+  return ModelOutput(logits=logits, mtp_logits=mtp_logits, hidden=x, stats=stats)
+
+
+# ----------------------------------------------------------------------------- inference with a compressed cache
+
+
+def init_cache(cfg, batch: int, max_len: int) -> dict:
+  """Empty caches for every layer (stacked like the parameters) and the first MTP module."""
+  dt = compute_dtype(cfg)
+
+  def stack(n):
+    one = attention.init_cache(cfg, batch, max_len, dt)
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), one)
+
+  cache = {}
+  if cfg.num_dense_layers > 0:
+    cache["dense_layers"] = stack(cfg.num_dense_layers)
+  if num_moe_layers(cfg) > 0:
+    cache["moe_layers"] = stack(num_moe_layers(cfg))
+  if cfg.mtp_depth > 0:
+    cache["mtp"] = attention.init_cache(cfg, batch, max_len, dt)
+  return cache
+
+
+def forward_cached(params: dict, tokens: jax.Array, cache: dict, start: jax.Array, cfg):
+  """Main model on new tokens at start..start+S-1. Returns (logits, hidden, new cache)."""
+  x = embed(params, tokens, cfg)
+  new = dict(cache)
+  for name in ("dense_layers", "moe_layers"):
+    if name in params:
+      x, _, new[name] = _scan_blocks(params[name], x, cfg, None, "none", caches=cache[name], start=start)
+  return logits_from_hidden(params, params["final_norm"], x, cfg), x, new
+
+
+def mtp_cached(params: dict, h_prev: jax.Array, next_tokens: jax.Array, cache: dict, start: jax.Array, cfg):
+  """The first MTP module on positions start..start+S-1 with its own cache. Returns (logits, new cache)."""
+  p = jax.tree.map(lambda a: a[0], params["mtp"])
+  z = mtp_input(p, params, h_prev, next_tokens, cfg)
+  h, _, mtp_cache = block(p["block"], z, cfg, cache=cache["mtp"], start=start)
+  return logits_from_hidden(params, p["out_norm"], h, cfg), {**cache, "mtp": mtp_cache}

@@ -1,0 +1,29 @@
+"""Shared test setup: CPU only, quiet logs, small model configs."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+from pangu_jax.config import base_config  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_model_cfg(**overrides):
+  """A model config small enough to compile in seconds, with every feature on."""
+  m = base_config().model
+  m.update(
+      num_layers=3, num_dense_layers=1, hidden_size=32, num_heads=2, q_lora_rank=16, kv_lora_rank=16,
+      qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8, num_routed_experts=4, num_shared_experts=1, top_k=2,
+      expert_ffn_dim=16, dense_ffn_dim=32, vocab_size=64, mtp_depth=1, max_seq_len=64,
+  )
+  m.update(overrides)
+  return m
+
+
+@pytest.fixture
+def repo():
+  return REPO
