@@ -154,6 +154,6 @@ def test_router_bias_changes_selection_not_weights():
   p = _scaled_params(jax.random.key(5), cfg)
   x = jax.random.normal(jax.random.key(6), (32, cfg.hidden_size))
   p["router_bias"] = jnp.array([100.0, 0, 0, 0])  # expert 0 always selected ...
-  scores, idx, w = moe.route(p, x, cfg)
+  _, scores, idx, w = moe.route(p, x, cfg)
   assert np.all(np.asarray(idx)[:, 0] == 0)
   np.testing.assert_allclose(w[:, 0], scores[:, 0], rtol=1e-6)  # ... with its unbiased score as weight

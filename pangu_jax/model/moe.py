@@ -20,7 +20,8 @@ dropped:
             (pangu_jax.kernels), unsorted and combined with the weights.
 
 Each returns the routed output plus `MoeStats`: per-sequence expert counts
-(B, E) (before any drop), the router scores (B, S, E), and the dropped count.
+(B, E) (before any drop), the router scores and logits (B, S, E), and the
+dropped count.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pangu_jax.model.init import normal, weight_std
 class MoeStats(NamedTuple):
   counts: jax.Array  # (B, E) int32: assignments per sequence and expert, before drops
   scores: jax.Array  # (B, S, E) float32: router scores (sigmoid or softmax)
+  logits: jax.Array  # (B, S, E) float32: router logits (for the z-loss)
   dropped: jax.Array  # () int32: assignments dropped by capacity (0 otherwise)
 
 
@@ -76,8 +78,8 @@ def init_moe(key: jax.Array, cfg, dtype) -> dict:
   return p
 
 
-def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """x (T, d) -> scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32."""
+def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """x (T, d) -> logits, scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32."""
   with jax.named_scope("moe_gating_top_k"):
     logits = x.astype(jnp.float32) @ p["router"].astype(jnp.float32)
     scores = jax.nn.sigmoid(logits) if cfg.router_score == "sigmoid" else jax.nn.softmax(logits, axis=-1)
@@ -88,7 +90,7 @@ def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array]:
     w = jnp.take_along_axis(scores, idx, axis=-1)
     if cfg.norm_topk_prob:
       w = w / (jnp.sum(w, axis=-1, keepdims=True) + 1e-20)
-    return scores, idx.astype(jnp.int32), w * cfg.routed_scaling_factor
+    return logits, scores, idx.astype(jnp.int32), w * cfg.routed_scaling_factor
 
 
 def _dense(experts, x, idx, w, cfg):
@@ -131,8 +133,8 @@ def _dropless(experts, x, idx, w, cfg):
     order = jnp.argsort(flat_e, stable=True)
     xs = jnp.take(x, order // k, axis=0)
     sizes = jnp.bincount(flat_e, length=e)
-  h = swiglu(grouped_matmul(xs, experts["w_in"], sizes))
-  ys = grouped_matmul(h, experts["w_out"], sizes)
+  h = swiglu(grouped_matmul(xs, experts["w_in"], sizes, block=cfg.gmm_block_size))
+  ys = grouped_matmul(h, experts["w_out"], sizes, block=cfg.gmm_block_size)
   with jax.named_scope("moe_unpermute"):
     y = jnp.zeros_like(ys).at[order].set(ys).reshape(t, k, -1)
     out = jnp.einsum("tkd,tk->td", y, w.astype(x.dtype))
@@ -147,11 +149,11 @@ def moe(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, MoeStats]:
   with jax.named_scope("moe"):
     b, s, d = x.shape
     xt = x.reshape(b * s, d)
-    scores, idx, w = route(p, xt, cfg)
+    logits, scores, idx, w = route(p, xt, cfg)
     routed, dropped = DISPATCH[cfg.moe_impl](p["experts"], xt, idx, w, cfg)
     out = routed
     if "shared" in p:
       out = out + mlp(p["shared"], xt)
     counts = jnp.sum(jax.nn.one_hot(idx.reshape(b, s * cfg.top_k), cfg.num_routed_experts, dtype=jnp.int32), axis=1)
-    stats = MoeStats(counts=counts, scores=scores.reshape(b, s, -1), dropped=dropped)
+    stats = MoeStats(counts=counts, scores=scores.reshape(b, s, -1), logits=logits.reshape(b, s, -1), dropped=dropped)
     return out.reshape(b, s, d), stats

@@ -1,0 +1,1 @@
+"""The single-device trainer: data, losses, optimiser, checkpoints, metrics, the loop."""

@@ -1,0 +1,133 @@
+"""The training loop: resume, train, evaluate, checkpoint, guard against NaN, report.
+
+Re-running the same command resumes from the newest intact checkpoint; because a
+batch is a pure function of (seed, step) and the state holds everything else, the
+losses after a resume equal those of an uninterrupted run exactly. SIGTERM and
+SIGINT save a checkpoint before exiting. A non-finite loss or gradient skips the
+update; after `max_consecutive_skips` in a row the run stops without saving, so
+the last good checkpoint stays the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from pangu_jax.config import validate_config
+from pangu_jax.flops import train_flops_per_token
+from pangu_jax.train.checkpoint import Checkpointer
+from pangu_jax.train.data import Corpus, bigram_val_loss
+from pangu_jax.train.metrics import MetricsWriter
+from pangu_jax.train.peak import peak_flops
+from pangu_jax.train.state import abstract_train_state, init_train_state, make_eval_step, make_train_step
+
+
+class _StopFlag:
+  def __init__(self):
+    self.signal = None
+
+  def __call__(self, signum, frame):
+    self.signal = signum
+
+
+def _write_config(cfg, workdir):
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(cfg.to_json(indent=2))
+  os.replace(tmp, path)
+
+
+def evaluate(eval_step, params, batches) -> float:
+  return float(np.mean([float(eval_step(params, b)) for b in batches]))
+
+
+def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=None) -> dict:
+  """Trains (or resumes) and returns a summary dict. `inject_nan_at`: steps whose loss is poisoned (tests)."""
+  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+  cfg = validate_config(cfg)
+  t = cfg.train
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(cfg, workdir)
+  corpus = Corpus(cfg.data, t.seq_len)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, log=log)
+  restored = ckpt.restore_latest(abstract_train_state(cfg))
+  if restored is None:
+    state, start = init_train_state(cfg), 0
+  else:
+    start, state, _ = restored
+    log(f"resuming from step {start}")
+  metrics = MetricsWriter(workdir, resume_step=start)
+  train_step, eval_step = make_train_step(cfg), make_eval_step(cfg)
+  val = corpus.val_batches(t.batch_size, t.eval_batches)
+  peak, peak_src = peak_flops()
+  flops_tok = train_flops_per_token(cfg.model, t.seq_len)
+  tokens_per_step = t.batch_size * t.seq_len
+  if start == 0:
+    bigram = bigram_val_loss(corpus.train, val)
+    metrics.write({"step": 0, "bigram_val_loss": bigram, "peak_flops": peak, "peak_source": peak_src,
+                   "model_flops_per_token": flops_tok, "train_tokens": len(corpus.train), "val_tokens": len(corpus.val)})
+  stop = _StopFlag()
+  old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  status, step, t_begin = "completed", start, time.perf_counter()
+  t0 = time.perf_counter()
+  train_step = train_step.lower(state, corpus.batch(t.seed, start, t.batch_size), np.float32(0)).compile()
+  log(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+  t_mark, step_mark = time.perf_counter(), start
+  last_val = None
+  bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not progress, mininterval=2,
+             dynamic_ncols=True, file=sys.stderr)
+  try:
+    for step in range(start, t.steps):
+      poison = np.float32(np.nan) if step in inject_nan_at else np.float32(0.0)
+      state, m = train_step(state, corpus.batch(t.seed, step, t.batch_size), poison)
+      done = step + 1
+      if int(state["skips"]) >= t.max_consecutive_skips:
+        status = f"stopped: {int(state['skips'])} consecutive non-finite steps (last good checkpoint kept)"
+        log(status)
+        break
+      if done % t.log_every == 0 or done == t.steps:
+        m = jax.device_get(m)
+        now = time.perf_counter()
+        tps = (done - step_mark) * tokens_per_step / max(now - t_mark, 1e-9)
+        t_mark, step_mark = now, done
+        rec = {"step": done, "loss": float(m["loss"]), "ce": float(m["ce"]), "mtp_loss": float(m["mtp_loss"]),
+               "aux_loss": float(m["aux_loss"]), "z_loss": float(m["z_loss"]), "grad_norm": float(m["grad_norm"]),
+               "lr": float(m["lr"]), "tokens_per_s": tps, "mfu": tps * flops_tok / peak,
+               "skipped_steps": int(state["total_skips"]), "elapsed_s": now - t_begin}
+        if "expert_load_imbalance" in m:
+          rec["expert_load_imbalance"] = m["expert_load_imbalance"]
+          rec["dropped_fraction"] = float(m["dropped_fraction"])
+        metrics.write(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:.0f}", refresh=False)
+      bar.update(1)
+      if done % t.eval_every == 0 or done == t.steps:
+        last_val = evaluate(eval_step, state["params"], val)
+        metrics.write({"step": done, "val_loss": last_val})
+        bar.write(f"step {done}: val_loss {last_val:.4f}")
+      out_of_time = t.time_budget_s and time.perf_counter() - t_begin > t.time_budget_s
+      in_skip_streak = int(state["skips"]) > 0  # never checkpoint in the middle of a run of non-finite steps
+      if (done % t.checkpoint_every == 0 or done == t.steps) and not in_skip_streak or stop.signal or out_of_time:
+        ckpt.save(done, state, {"config": json.loads(cfg.to_json())})
+      if stop.signal or out_of_time:
+        status = f"stopped by signal {stop.signal}" if stop.signal else f"time budget {t.time_budget_s}s reached"
+        log(f"{status}: checkpoint saved at step {done}")
+        if out_of_time and done % t.eval_every:
+          last_val = evaluate(eval_step, state["params"], val)
+          metrics.write({"step": done, "val_loss": last_val})
+        break
+  finally:
+    bar.close()
+    ckpt.close()
+    metrics.close()
+    for s, h in old_handlers.items():
+      signal.signal(s, h)
+  return {"status": status, "step": int(state["step"]), "val_loss": last_val,
+          "skipped_steps": int(state["total_skips"]), "wall_s": time.perf_counter() - t_begin}

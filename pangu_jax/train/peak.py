@@ -1,0 +1,53 @@
+"""The hardware peak for MFU. On CPU: a measured fp32 2048^3 matmul, cached per machine and JAX version."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pangu_jax", "peak_flops.json")
+# Datasheet bf16 dense peaks for accelerators (FLOP/s), used when running there.
+KNOWN_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def measure_matmul_flops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+  """Best-of-`repeats` FLOP/s of an n^3 matmul under jit."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best
+
+
+def peak_flops() -> tuple[float, str]:
+  """(FLOP/s, source). Accelerators: datasheet; CPU: measured once and cached in ~/.cache/pangu_jax."""
+  dev = jax.devices()[0]
+  for name, peak in KNOWN_PEAKS.items():
+    if name in getattr(dev, "device_kind", ""):
+      return peak, f"datasheet {name} bf16"
+  key = f"{platform.node()}|{platform.processor()}|{os.cpu_count()}|jax{jax.__version__}|{dev.platform}"
+  try:
+    with open(CACHE) as f:
+      cached = json.load(f)
+    if key in cached:
+      return cached[key], "measured fp32 2048^3 matmul (cached)"
+  except (OSError, ValueError):
+    cached = {}
+  peak = measure_matmul_flops()
+  cached[key] = peak
+  os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+  tmp = CACHE + f".{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(cached, f)
+  os.replace(tmp, CACHE)
+  return peak, "measured fp32 2048^3 matmul"
