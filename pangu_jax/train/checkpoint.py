@@ -65,7 +65,8 @@ class Checkpointer:
       out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                                 meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 (any failure to read a step means the step is unusable)
-      raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+      first = str(e).splitlines()[0][:160] if str(e) else ""
+      raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {first})") from e
     if out.meta.get("checksum") != tree_checksum(out.state):
       raise CorruptCheckpoint("checksum mismatch")
     return out.state, out.meta

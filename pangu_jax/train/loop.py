@@ -73,7 +73,8 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   if start == 0:
     bigram = bigram_val_loss(corpus.train, val)
     metrics.write({"step": 0, "bigram_val_loss": bigram, "peak_flops": peak, "peak_source": peak_src,
-                   "model_flops_per_token": flops_tok, "train_tokens": len(corpus.train), "val_tokens": len(corpus.val)})
+                   "model_flops_per_token": flops_tok, "train_tokens": len(corpus.train),
+                   "val_tokens": len(corpus.val)})
   stop = _StopFlag()
   old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
   status, step, t_begin = "completed", start, time.perf_counter()
