@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from pangu_jax.config import base_config  # noqa: E402
 from pangu_jax.model import moe  # noqa: E402
-from pangu_jax.train.peak import measure_matmul_flops  # noqa: E402
+from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
 
 
 def make_cfg(impl, block):
@@ -125,6 +125,7 @@ def main():
   print(f"torch loop vs ours, forward rel-L2: {rel:.2e}", flush=True)
 
   peak = measure_matmul_flops()
+  record_peak(peak)
   print(f"fp32 2048^3 matmul (JAX): {peak / 1e9:.1f} GFLOP/s", flush=True)
   results = {}
   for name, fn in [("jax_dropless", jax_step(cfg, params, x, ct)),

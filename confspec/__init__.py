@@ -167,4 +167,11 @@ def run(main: Callable[[list[str]], Any]) -> None:
       print(f"config error: {e}", file=sys.stderr)
     sys.exit(2)
 
-  app.run(exit_on_error(main), flags_parser=parse)
+  def quiet_main(argv):
+    from absl import logging  # noqa: PLC0415
+
+    if logging.get_verbosity() == logging.INFO:  # unless --verbosity asked otherwise: no library INFO spam
+      logging.set_verbosity(logging.WARNING)
+    return exit_on_error(main)(argv)
+
+  app.run(quiet_main, flags_parser=parse)

@@ -140,7 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
   )
   data = dict(path="", tokenizer="byte", bpe_vocab_size=1024, val_fraction=0.05, max_bytes=0)
   train = dict(
-      steps=2000,
+      steps=1200,
       batch_size=16,
       seq_len=128,
       learning_rate=3e-3,

@@ -1,0 +1,76 @@
+"""Export time, and the exported torch module's CPU forward throughput against JAX's jitted forward.
+
+Tiny preset, fresh weights, batch 8 x 128 tokens, fp32, forward only, best of N after warm-up; both on
+this machine's CPU in the same run, with the outputs compared first.
+Last line: JSON with export_s, torch_tokens_per_s, jax_tokens_per_s, ratio (torch / jax), max_rel_err.
+Usage: python benchmarks/export.py [--batch=8] [--seq_len=128] [--repeats=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from npu_backend.export.model import export_model, model_forward  # noqa: E402
+from npu_backend.runtime import build_module  # noqa: E402
+from npu_backend.runtime.graph import to_torch  # noqa: E402
+from pangu_jax.model import transformer  # noqa: E402
+from pangu_jax.presets import load_preset  # noqa: E402
+
+
+def best_time(fn, repeats):
+  fn()
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--seq_len", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=5)
+  args = ap.parse_args()
+  torch.set_num_threads(os.cpu_count() or 1)
+  cfg = load_preset("tiny")
+  params = transformer.init_params(jax.random.key(0), cfg.model)
+  toks = np.asarray(jax.random.randint(jax.random.key(1), (args.batch, args.seq_len), 0, 256), np.int32)
+  t0 = time.perf_counter()
+  graph = export_model(cfg.model, params, args.batch, args.seq_len)
+  gm = build_module(graph.to_json(), {k: to_torch(v) for k, v in graph.tensors.items()})
+  export_s = time.perf_counter() - t0
+  print(f"export: {export_s:.2f}s, {len(graph.nodes)} nodes", flush=True)
+  fwd = jax.jit(model_forward(cfg.model))
+  tt = torch.from_numpy(toks)
+  with torch.no_grad():
+    got = gm(tt)
+  want = fwd(params, toks)
+  rel = max(float(np.linalg.norm(g.numpy() - np.asarray(w)) / np.linalg.norm(np.asarray(w)))
+            for g, w in zip(got, want))
+  print(f"max relative L2 error torch vs JAX: {rel:.2e}", flush=True)
+
+  def run_torch():
+    with torch.no_grad():
+      gm(tt)
+
+  t_torch = best_time(run_torch, args.repeats)
+  t_jax = best_time(lambda: jax.block_until_ready(fwd(params, toks)), args.repeats)
+  n = args.batch * args.seq_len
+  print(f"torch fx forward: {n / t_torch:9.0f} tokens/s;  JAX jit forward: {n / t_jax:9.0f} tokens/s", flush=True)
+  print(json.dumps({"export_s": export_s, "nodes": len(graph.nodes), "torch_tokens_per_s": n / t_torch,
+                    "jax_tokens_per_s": n / t_jax, "ratio": t_jax / t_torch, "max_rel_err": rel}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,67 @@
+"""Train-step throughput and MFU of the tiny and small presets on this machine (one device, fp32).
+
+Measures the full jitted train step (forward, backward, AdamW, routing statistics) after compilation, best
+of N repeats, and MFU under the reference's FLOP accounting (pangu_jax/flops.py) over the measured fp32
+matmul peak. A PyTorch competitor of the same architecture arrives with the exporter (npu_backend); until
+then the JSON carries `torch_tokens_per_s: null`.
+Last line: JSON with per-preset tokens_per_s, mfu, step_s, compile_s.
+Usage: python benchmarks/train_step.py [--presets=tiny,small] [--repeats=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pangu_jax.flops import train_flops_per_token  # noqa: E402
+from pangu_jax.presets import load_preset  # noqa: E402
+from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
+from pangu_jax.train.state import init_train_state, make_train_step  # noqa: E402
+
+
+def bench(name: str, repeats: int, peak: float) -> dict:
+  cfg = load_preset(name)
+  t = cfg.train
+  state = init_train_state(cfg)
+  step = make_train_step(cfg)
+  toks = jax.random.randint(jax.random.key(0), (t.batch_size, t.seq_len + 1), 0, cfg.model.vocab_size)
+  t0 = time.perf_counter()
+  state, m = step(state, toks, np.float32(0))
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, m = step(state, toks, np.float32(0))
+    jax.block_until_ready(m)
+    best = min(best, time.perf_counter() - t0)
+  tps = t.batch_size * t.seq_len / best
+  mfu = tps * train_flops_per_token(cfg.model, t.seq_len) / peak
+  print(f"{name:>6}: {best * 1e3:8.1f} ms/step, {tps:9.0f} tokens/s, MFU {mfu:.3f} (compile {compile_s:.1f}s)",
+        flush=True)
+  return {"tokens_per_s": tps, "mfu": mfu, "step_s": best, "compile_s": compile_s}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--presets", default="tiny,small")
+  ap.add_argument("--repeats", type=int, default=5)
+  args = ap.parse_args()
+  peak = measure_matmul_flops()
+  record_peak(peak)
+  print(f"fp32 2048^3 matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
+  out = {"matmul_peak_gflops": peak / 1e9, "torch_tokens_per_s": None, "ratio_vs_torch": None}
+  for name in args.presets.split(","):
+    out[name] = bench(name, args.repeats, peak)
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()

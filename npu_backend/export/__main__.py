@@ -1,0 +1,50 @@
+"""`python -m npu_backend.export --config=F [--workdir=D] --out=DIR`: export the Pangu forward to PyTorch.
+
+Writes DIR/graph.json (the graph), DIR/weights.safetensors (its weights, JAX names and layouts),
+DIR/state_dict.safetensors (the same weights in torch layout, DeepSeek-style names: see
+npu_backend/weights.py) and DIR/export.json. Shapes are static: --batch x --seq_len tokens.
+Run the export anywhere with `npu_backend.runtime.load(DIR)` (torch only).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+from absl import flags
+from ml_collections import config_flags
+
+import confspec
+from confspec import ConfigError
+from npu_backend.export.model import export_to_dir
+from pangu_jax.config import validate_config
+from pangu_jax.model import transformer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights unless --workdir).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: export its latest checkpoint.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size of the exported graph.", lower_bound=1)
+_SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length of the exported graph.", lower_bound=1)
+_JSON = flags.DEFINE_bool("json", False, "Print a JSON summary as the last line.")
+flags.mark_flags_as_required(["out"])
+
+
+def main(argv):
+  del argv
+  if _WORKDIR.value:
+    from pangu_jax.train.checkpoint import load_params_for_inference  # noqa: PLC0415
+
+    cfg, params = load_params_for_inference(_WORKDIR.value)
+  elif _CONFIG.value is not None:
+    cfg = validate_config(_CONFIG.value)
+    params = transformer.init_params(jax.random.key(cfg.train.seed), cfg.model)
+  else:
+    raise ConfigError("--config or --workdir: one of them is required")
+  meta = export_to_dir(cfg, params, _OUT.value, _BATCH.value, _SEQ.value)
+  print(f"exported {meta['nodes']} nodes in {meta['export_s']:.1f}s to {_OUT.value}")
+  if _JSON.value:
+    print(json.dumps({k: meta[k] for k in ("nodes", "export_s", "inputs", "outputs")} | {"out": _OUT.value}))
+
+
+if __name__ == "__main__":
+  confspec.run(main)

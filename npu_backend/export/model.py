@@ -1,0 +1,48 @@
+"""Export the Pangu model (or one of its pieces) to an export directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from npu_backend.export.trace import Graph, export_function
+from npu_backend.runtime import graph as rt
+from npu_backend.weights import save_safetensors, to_torch_layout
+from pangu_jax.model import transformer
+
+
+def model_forward(cfg_model):
+  """fn(params, tokens) -> logits, or (logits, mtp_logits) when the model has MTP."""
+
+  def fn(params, tokens):
+    out = transformer.forward(params, tokens, cfg_model)
+    return out.logits if out.mtp_logits is None else (out.logits, out.mtp_logits)
+
+  return fn
+
+
+def export_model(cfg_model, params, batch: int, seq_len: int) -> Graph:
+  tokens = np.zeros((batch, seq_len), np.int32)
+  return export_function(model_forward(cfg_model), params, tokens)
+
+
+def write_export(out_dir: str, graph: Graph, params, meta: dict) -> None:
+  """graph.json + weights.safetensors (JAX layout, what the graph reads) + state_dict.safetensors (torch layout)."""
+  rt.save(out_dir, graph.to_json(), graph.tensors)
+  save_safetensors(to_torch_layout(jax.device_get(params)), os.path.join(out_dir, "state_dict.safetensors"))
+  with open(os.path.join(out_dir, "export.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+
+
+def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int) -> dict:
+  t0 = time.perf_counter()
+  graph = export_model(cfg.model, params, batch, seq_len)
+  seconds = time.perf_counter() - t0
+  meta = {"config": json.loads(cfg.to_json()), "inputs": graph.inputs, "nodes": len(graph.nodes),
+          "export_s": seconds, "outputs": ["logits", "mtp_logits"][: len(graph.outputs)]}
+  write_export(out_dir, graph, params, meta)
+  return meta

@@ -1,0 +1,5 @@
+"""Run exported graphs with torch alone (no JAX): op table, fx builder, save/load."""
+
+from npu_backend.runtime.graph import ExportError, build_module, load, save
+
+__all__ = ["ExportError", "build_module", "load", "save"]
