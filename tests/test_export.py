@@ -201,3 +201,17 @@ def test_export_binary(tmp_path):
   assert summary["outputs"] == ["logits", "mtp_logits"]
   for f in ("graph.json", "weights.safetensors", "state_dict.safetensors", "export.json"):
     assert (tmp_path / f).exists()
+
+
+def test_tiny_preset_export_matches_jax():
+  from pangu_jax.presets import load_preset
+
+  cfg = load_preset("tiny").model
+  params = _scaled(cfg, scale=2.0)
+  params["head"] = params["head"] * 15.0  # logits far from uniform without amplifying every layer
+  toks = np.asarray(jax.random.randint(jax.random.key(5), (1, 24), 0, cfg.vocab_size), np.int32)
+  out = transformer.forward(params, toks, cfg)
+  assert float(jnp.std(out.logits)) > 1.0
+  g = export_model(cfg, params, 1, 24)
+  got = build_module(g.to_json(), {k: to_torch(v) for k, v in g.tensors.items()})(torch.from_numpy(toks.copy()))
+  assert _rel(got[0], out.logits) <= 1e-5 and _rel(got[1], out.mtp_logits) <= 1e-5

@@ -244,3 +244,19 @@ def test_kill_dash_nine_then_resume_is_exact(tmp_path):
   ref = [(r["step"], r["loss"]) for r in read_metrics(str(ref_dir)) if "loss" in r]
   got = [(r["step"], r["loss"]) for r in read_metrics(str(run_dir)) if "loss" in r]
   assert got == ref  # bitwise-equal losses at every step
+
+
+def test_generate_and_export_from_a_training_workdir(tmp_path):
+  train(micro_config(steps=3), str(tmp_path), progress=False)
+  proc = subprocess.run([sys.executable, "-m", "pangu_jax.generate", f"--workdir={tmp_path}", "--prompt=The ",
+                         "--max_tokens=5", "--speculative", "--json"], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert 1.0 <= out["acceptance_length"] <= 2.0 and out["tokens_per_s"] > 0
+  exp = tmp_path / "export"
+  proc = subprocess.run([sys.executable, "-m", "npu_backend.export", f"--workdir={tmp_path}", f"--out={exp}",
+                         "--seq_len=8", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["max_rel_err"] <= 1e-5 and summary["backend"] == "cpu"

@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 import confspec
 from confspec import ConfigError
-from npu_backend.export.model import export_to_dir
+from npu_backend.export.model import export_to_dir, verify_export
 from pangu_jax.config import validate_config
 from pangu_jax.model import transformer
 
@@ -26,6 +26,8 @@ _OUT = flags.DEFINE_string("out", None, "Output directory.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size of the exported graph.", lower_bound=1)
 _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length of the exported graph.", lower_bound=1)
 _JSON = flags.DEFINE_bool("json", False, "Print a JSON summary as the last line.")
+_DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "npu", "cuda", "cpu"], "Device for the verification run.")
+_VERIFY = flags.DEFINE_bool("verify", True, "Reload the export on --device and compare its logits with JAX's.")
 flags.mark_flags_as_required(["out"])
 
 
@@ -42,8 +44,13 @@ def main(argv):
     raise ConfigError("--config or --workdir: one of them is required")
   meta = export_to_dir(cfg, params, _OUT.value, _BATCH.value, _SEQ.value)
   print(f"exported {meta['nodes']} nodes in {meta['export_s']:.1f}s to {_OUT.value}")
+  summary = {k: meta[k] for k in ("nodes", "export_s", "inputs", "outputs")} | {"out": _OUT.value}
+  if _VERIFY.value:
+    summary.update(verify_export(_OUT.value, cfg, params, _BATCH.value, _SEQ.value, _DEVICE.value))
+    print(f"backend: {summary['backend']} ({summary['backend_reason']}); logits relative L2 error vs JAX: "
+          f"{summary['max_rel_err']:.2e}")
   if _JSON.value:
-    print(json.dumps({k: meta[k] for k in ("nodes", "export_s", "inputs", "outputs")} | {"out": _OUT.value}))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -46,3 +46,21 @@ def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int) -> dict:
           "export_s": seconds, "outputs": ["logits", "mtp_logits"][: len(graph.outputs)]}
   write_export(out_dir, graph, params, meta)
   return meta
+
+
+def verify_export(out_dir: str, cfg, params, batch: int, seq_len: int, device: str = "auto") -> dict:
+  """Reloads the export on the chosen device and compares it with JAX on random tokens."""
+  from npu_backend.device import select_device  # noqa: PLC0415
+
+  choice = select_device(device)
+  import torch  # noqa: PLC0415
+
+  module = rt.load(out_dir, device=choice.device)
+  toks = np.asarray(jax.random.randint(jax.random.key(1), (batch, seq_len), 0, cfg.model.vocab_size), np.int32)
+  want = jax.tree.leaves(model_forward(cfg.model)(params, toks))
+  with torch.no_grad():
+    got = module(torch.from_numpy(toks.copy()).to(choice.device))
+  got = [got] if isinstance(got, torch.Tensor) else list(got)
+  rel = max(float(np.linalg.norm(g.float().cpu().numpy() - np.asarray(w)) / np.linalg.norm(np.asarray(w)))
+            for g, w in zip(got, want))
+  return {"backend": choice.device, "backend_reason": choice.reason, "max_rel_err": rel}

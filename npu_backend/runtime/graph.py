@@ -87,8 +87,13 @@ class ExportedModule(torch.nn.Module):
     return self._names[name]
 
 
-def build_module(ir: dict, tensors: dict[str, torch.Tensor], lowering=None) -> torch.fx.GraphModule:
-  """The fx GraphModule computing the IR. `lowering(node) -> callable or None` may replace nodes' ops."""
+def build_module(ir: dict, tensors: dict[str, torch.Tensor], lowering=None,
+                 device: str = "cpu") -> torch.fx.GraphModule:
+  """The fx GraphModule computing the IR on `device`. `lowering(node) -> callable or None` may replace ops.
+
+  Weights are moved to `device`; tensors the graph creates (constants, iota) are created there.
+  """
+  tensors = {k: v.to(device) for k, v in tensors.items()}
   root = ExportedModule(tensors)
   graph = torch.fx.Graph()
   placeholders = [graph.placeholder(f"in{i}") for i in range(len(ir["inputs"]))]
@@ -100,10 +105,13 @@ def build_module(ir: dict, tensors: dict[str, torch.Tensor], lowering=None) -> t
     elif op == "_input":
       vals = [placeholders[params["index"]]]
     elif op == "_constant":
-      vals = [graph.call_function(torch.tensor, (params["value"],), {"dtype": DTYPES[params["dtype"]]})]
+      vals = [graph.call_function(torch.tensor, (params["value"],), {"dtype": DTYPES[params["dtype"]],
+                                                                    "device": device})]
     else:
       fn = lowering(node) if lowering is not None else None
       args = [env[a] for a in node["args"]]
+      if op == "iota":
+        params["device"] = device
       if fn is None:
         if op == "_while":
           fn = _while
@@ -166,7 +174,7 @@ def load_tensors(path: str) -> dict[str, torch.Tensor]:
     raise ExportError(f"{path}: truncated or corrupt safetensors file ({str(e).splitlines()[0][:120]})") from e
 
 
-def load(directory: str, lowering=None) -> torch.fx.GraphModule:
+def load(directory: str, lowering=None, device: str = "cpu") -> torch.fx.GraphModule:
   """Rebuilds an exported module from its directory (torch only; no JAX, no pickle)."""
   gpath = os.path.join(directory, GRAPH_FILE)
   try:
@@ -177,4 +185,4 @@ def load(directory: str, lowering=None) -> torch.fx.GraphModule:
   if ir.get("format") != "npu_backend.ir/1":
     raise ExportError(f"{gpath}: not an npu_backend export (format {ir.get('format')!r})")
   tensors = load_tensors(os.path.join(directory, WEIGHTS_FILE))
-  return build_module(ir, tensors, lowering)
+  return build_module(ir, tensors, lowering, device)

@@ -176,10 +176,10 @@ def pad(x, padval, *, padding_config):
   return out
 
 
-def iota(*, dtype, shape, dimension, **_):
+def iota(*, dtype, shape, dimension, device=None, **_):
   view = [1] * len(shape)
   view[dimension] = shape[dimension]
-  return torch.arange(shape[dimension], dtype=_dt(dtype)).reshape(view).expand(*shape)
+  return torch.arange(shape[dimension], dtype=_dt(dtype), device=device).reshape(view).expand(*shape)
 
 
 def tile(x, *, reps):
@@ -305,7 +305,8 @@ def gather(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value
   batch_shape = list(indices.shape[:-1])
   nb = len(batch_shape)
   fill = "FILL" in str(mode).upper()
-  oob = torch.zeros(batch_shape, dtype=torch.bool)
+  dev = operand.device
+  oob = torch.zeros(batch_shape, dtype=torch.bool, device=dev)
   idx = []
   for d in range(operand.ndim):
     size = slice_sizes[d]
@@ -319,17 +320,18 @@ def gather(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value
       b = idx_batch[op_batch.index(d)]
       view = [1] * nb
       view[b] = batch_shape[b]
-      start = torch.arange(batch_shape[b]).reshape(view).expand(batch_shape)
+      start = torch.arange(batch_shape[b], device=dev).reshape(view).expand(batch_shape)
     else:
-      start = torch.zeros(batch_shape, dtype=torch.int64)
+      start = torch.zeros(batch_shape, dtype=torch.int64, device=dev)
     full = start.reshape(batch_shape + [1] * operand.ndim)
     view = [1] * (nb + operand.ndim)
     view[nb + d] = size
-    idx.append(full + torch.arange(size).reshape(view))
+    idx.append(full + torch.arange(size, device=dev).reshape(view))
   res = operand[tuple(idx)]  # batch_shape + slice_sizes
   if fill:
     fv = _fill_default(operand.dtype) if fill_value is None else fill_value
-    res = torch.where(oob.reshape(batch_shape + [1] * operand.ndim), torch.tensor(fv, dtype=operand.dtype), res)
+    fill_t = torch.tensor(fv, dtype=operand.dtype, device=dev)
+    res = torch.where(oob.reshape(batch_shape + [1] * operand.ndim), fill_t, res)
   drop = sorted(set(collapsed) | set(op_batch))
   res = res.reshape(batch_shape + [s for d, s in enumerate(slice_sizes) if d not in drop])
   n_off = len(offset_dims)
@@ -354,12 +356,13 @@ def _scatter(operand, indices, updates, dn, mode, accumulate):
   window_operand_dims = [d for d in range(operand.ndim) if d not in set(inserted) | set(op_batch)]
   ushape = list(updates.shape)
   full = []
-  valid = torch.ones(ushape, dtype=torch.bool)
+  dev = operand.device
+  valid = torch.ones(ushape, dtype=torch.bool, device=dev)
 
   def along(axis, n):
     view = [1] * len(ushape)
     view[axis] = n
-    return torch.arange(n).reshape(view)
+    return torch.arange(n, device=dev).reshape(view)
 
   def over_scatter_axes(t):  # t has the indices' batch shape; place it on the updates' scatter axes
     view = [1] * len(ushape)
@@ -368,7 +371,7 @@ def _scatter(operand, indices, updates, dn, mode, accumulate):
     return t.reshape(view)
 
   for d in range(operand.ndim):
-    pos = torch.zeros([1] * len(ushape), dtype=torch.int64)
+    pos = torch.zeros([1] * len(ushape), dtype=torch.int64, device=dev)
     if d in to_operand:
       pos = pos + over_scatter_axes(indices[..., to_operand.index(d)].to(torch.int64))
     if d in op_batch:
@@ -381,7 +384,7 @@ def _scatter(operand, indices, updates, dn, mode, accumulate):
       pos = pos.clamp(0, operand.shape[d] - 1)
     valid &= (pos >= 0) & (pos < operand.shape[d])
     full.append(pos)
-  flat = torch.zeros(ushape, dtype=torch.int64)
+  flat = torch.zeros(ushape, dtype=torch.int64, device=dev)
   for d in range(operand.ndim):
     flat = flat * operand.shape[d] + full[d]
   out = operand.clone().reshape(-1)
