@@ -19,8 +19,13 @@ CHOICES = ("auto", "npu", "cuda", "cpu")
 
 
 class DeviceChoice(NamedTuple):
-  device: str  # "npu" | "cuda" | "cpu"
+  device: str  # "npu" | "cuda" | "cpu": the backend
   reason: str  # one line
+  torch_device: str = ""  # where tensors go ("cpu" for the mock torch_npu); defaults to `device`
+
+  @property
+  def tensor_device(self) -> str:
+    return self.torch_device or self.device
 
 
 def import_torch():
@@ -42,6 +47,9 @@ def _try_npu(torch) -> tuple[bool, str]:
     import torch_npu  # noqa: F401, PLC0415
   except (ImportError, OSError, RuntimeError) as e:
     return False, f"torch_npu unavailable ({_first_line(e)})"
+  mock = getattr(sys.modules["torch_npu"], "MOCK_DEVICE", None)
+  if mock:
+    return True, f"mock torch_npu (NPU ops run on {mock})"
   try:
     if not (hasattr(torch, "npu") and torch.npu.is_available() and torch.npu.device_count() > 0):
       return False, "torch_npu imported but reports no NPU"
@@ -61,7 +69,7 @@ def select_device(requested: str = "auto") -> DeviceChoice:
   if requested in ("auto", "npu"):
     ok, why = _try_npu(torch)
     if ok:
-      return DeviceChoice("npu", why)
+      return DeviceChoice("npu", why, getattr(sys.modules["torch_npu"], "MOCK_DEVICE", None) or "npu")
     notes.append(why)
   if requested in ("auto", "cuda", "npu"):
     if torch.cuda.is_available():

@@ -92,8 +92,9 @@ def test_bigram_baseline_against_closed_form():
 
 def _stats(counts, scores):
   scores = jnp.asarray(scores, jnp.float32)
+  zeros = jnp.zeros(scores.shape[:-1] + (1,))
   return MoeStats(counts=jnp.asarray(counts, jnp.int32), scores=scores, logits=jnp.log(scores),
-                  dropped=jnp.zeros((1,), jnp.int32))
+                  topk_idx=zeros.astype(jnp.int32), topk_weights=zeros, dropped=jnp.zeros((1,), jnp.int32))
 
 
 def test_balance_loss_is_one_under_perfect_balance():

@@ -26,11 +26,12 @@ import jax.extend as jex
 import numpy as np
 
 from npu_backend.runtime.ops import MULTI_OUTPUT, OPS
+from pangu_jax.model.regions import parse_tag
 
 INLINE = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
           "remat": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
           "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr", "custom_lin": None}
-STRUCTURAL = {"scan", "cond", "while"}
+STRUCTURAL = {"scan", "cond", "while"}  # plus named regions: jit equations tagged by pangu_jax.model.regions
 DROP_PARAMS = {"sharding", "out_sharding", "precision", "accumulation_type", "unique_indices", "indices_are_sorted",
                "update_jaxpr", "update_consts", "weak_type", "algorithm", "transpose_algorithm", "accuracy"}
 
@@ -134,7 +135,10 @@ class _Builder:
       scope = prefix + str(eqn.source_info.name_stack)
       src = _source(eqn)
       src = where if src == "<unknown>" else src
-      if name in INLINE and INLINE[name] and INLINE[name] in eqn.params:
+      region = parse_tag(str(eqn.params.get("name", ""))) if name in ("jit", "pjit") else None
+      if region is not None:
+        outs = self._region(eqn, ins, region, scope, src)
+      elif name in INLINE and INLINE[name] and INLINE[name] in eqn.params:
         sub = eqn.params[INLINE[name]]
         outs = self.emit_closed(sub, ins, prefix, src)
       elif name == "scan":
@@ -161,6 +165,18 @@ class _Builder:
       consts = [self.tensor(c) if np.ndim(c) else self.constant(c, np.asarray(c).dtype) for c in closed.consts]
       return self.emit(closed.jaxpr, consts, ins, prefix, where)
     return self.emit(closed, [], ins, prefix, where)
+
+  def _subgraph(self, closed, n_in: int, where: str) -> dict:
+    b = _Builder(self.tensors)
+    in_refs = b.add("_inputs", [], {"n": n_in}, n_in)
+    outs = b.emit_closed(closed, in_refs, "", where)
+    return {"nodes": b.nodes, "outputs": outs}
+
+  def _region(self, eqn, ins, region, scope, src):
+    """A named model region (pangu_jax.model.regions): one node holding its decomposition as a subgraph."""
+    name, statics = region
+    sub = self._subgraph(eqn.params["jaxpr"], len(ins), src)
+    return self.add("_region", ins, {"name": name, "statics": statics, "graph": sub}, len(eqn.outvars), scope, src)
 
   def _scan(self, eqn, ins, scope):
     p = eqn.params
@@ -189,14 +205,7 @@ class _Builder:
 
   def _while(self, eqn, ins, scope):
     p = eqn.params
-    sub = {}
-    for key in ("cond_jaxpr", "body_jaxpr"):
-      b = _Builder(self.tensors)
-      closed = p[key]
-      n_in = len(closed.jaxpr.invars)
-      in_refs = b.add("_inputs", [], {"n": n_in}, n_in)
-      outs = b.emit_closed(closed, in_refs, "")
-      sub[key] = {"nodes": b.nodes, "outputs": outs}
+    sub = {key: self._subgraph(p[key], len(p[key].jaxpr.invars), _source(eqn)) for key in ("cond_jaxpr", "body_jaxpr")}
     params = {"cond": sub["cond_jaxpr"], "body": sub["body_jaxpr"], "cond_nconsts": p["cond_nconsts"],
               "body_nconsts": p["body_nconsts"]}
     return self.add("_while", ins, params, len(eqn.outvars), scope, _source(eqn))

@@ -46,6 +46,15 @@ def interpret(sub: dict, inputs: list, tensors: dict) -> list:
       vals = [torch.tensor(node["params"]["value"], dtype=DTYPES[node["params"]["dtype"]])]
     elif op == "_tensor":
       vals = [tensors[node["params"]["name"]]]
+    elif op == "_region":
+      vals = interpret(node["params"]["graph"], [env[a] for a in node["args"]], tensors)
+    elif op == "_while":
+      p = node["params"]
+      res = _while(*[env[a] for a in node["args"]], *[tensors[n] for n in (
+          sorted(set(_tensor_names(p["cond"])) | set(_tensor_names(p["body"]))))], cond=p["cond"], body=p["body"],
+                   cond_nconsts=p["cond_nconsts"], body_nconsts=p["body_nconsts"], n_operands=len(node["args"]),
+                   tensor_names=sorted(set(_tensor_names(p["cond"])) | set(_tensor_names(p["body"]))))
+      vals = list(res) if len(node["outs"]) > 1 else [res]
     else:
       fn = _RUNTIME_OPS[op]
       res = fn(*[env[a] for a in node["args"]], **node["params"])
@@ -89,30 +98,48 @@ class ExportedModule(torch.nn.Module):
 
 def build_module(ir: dict, tensors: dict[str, torch.Tensor], lowering=None,
                  device: str = "cpu") -> torch.fx.GraphModule:
-  """The fx GraphModule computing the IR on `device`. `lowering(node) -> callable or None` may replace ops.
+  """The fx GraphModule computing the IR on `device`.
 
-  Weights are moved to `device`; tensors the graph creates (constants, iota) are created there.
+  `lowering(node) -> callable or None` may replace a node: for `_region` nodes (named model regions) a
+  callable taking the region's inputs (and `statics=`) replaces the whole region, e.g. with a fused
+  torch_npu op; otherwise the region's decomposition is emitted inline. Weights are moved to `device`;
+  tensors the graph creates (constants, iota) are created there.
   """
   tensors = {k: v.to(device) for k, v in tensors.items()}
   root = ExportedModule(tensors)
   graph = torch.fx.Graph()
   placeholders = [graph.placeholder(f"in{i}") for i in range(len(ir["inputs"]))]
-  env = {}
-  for node in ir["nodes"]:
+  outs = _emit(graph, root, ir["nodes"], ir["outputs"], {}, placeholders, lowering, device)
+  graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+  return torch.fx.GraphModule(root, graph)
+
+
+def _emit(graph, root, nodes, outputs, env, inputs, lowering, device):
+  """Emits IR nodes into the fx graph (recursing into region subgraphs); returns the fx output nodes."""
+  for node in nodes:
     op, params = node["op"], dict(node["params"])
     if op == "_weight" or op == "_tensor":
       vals = [graph.get_attr(root.attr(params["name"]))]
     elif op == "_input":
-      vals = [placeholders[params["index"]]]
+      vals = [inputs[params["index"]]]
+    elif op == "_inputs":
+      vals = list(inputs)
     elif op == "_constant":
       vals = [graph.call_function(torch.tensor, (params["value"],), {"dtype": DTYPES[params["dtype"]],
                                                                     "device": device})]
     else:
-      fn = lowering(node) if lowering is not None else None
       args = [env[a] for a in node["args"]]
+      fn = lowering(node) if lowering is not None else None
+      if fn is None and op == "_region":
+        sub = params["graph"]
+        vals = _emit(graph, root, sub["nodes"], sub["outputs"], {}, args, lowering, device)
+        env.update(zip(node["outs"], vals))
+        continue
       if op == "iota":
         params["device"] = device
-      if fn is None:
+      if fn is not None and op == "_region":
+        params = {"statics": params["statics"]}
+      elif fn is None:
         if op == "_while":
           fn = _while
           names = sorted(set(_tensor_names(params["cond"])) | set(_tensor_names(params["body"])))
@@ -128,9 +155,7 @@ def build_module(ir: dict, tensors: dict[str, torch.Tensor], lowering=None,
       else:
         vals = [call]
     env.update(zip(node["outs"], vals))
-  outs = [env[o] for o in ir["outputs"]]
-  graph.output(outs[0] if len(outs) == 1 else tuple(outs))
-  return torch.fx.GraphModule(root, graph)
+  return [env[o] for o in outputs]
 
 
 def save(directory: str, ir: dict, tensors: dict) -> None:

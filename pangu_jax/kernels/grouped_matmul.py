@@ -93,10 +93,16 @@ def grouped_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array, *, impl: 
   """x (M, K) sorted by group, w (G, K, N), group_sizes (G,) -> (M, N)."""
   if impl == "auto":
     impl = "blocked" if jax.default_backend() == "cpu" else "ragged"
-  with jax.named_scope("grouped_matmul"):
-    w = w.astype(x.dtype)
-    if impl == "ragged":
-      return jax.lax.ragged_dot(x, w, group_sizes.astype(jnp.int32))
-    if impl == "blocked":
-      return _blocked(x, w, group_sizes.astype(jnp.int32), int(block))
+  if impl not in ("ragged", "blocked"):
     raise ValueError(f"grouped_matmul impl: {impl!r}; allowed: 'auto', 'ragged', 'blocked'")
+  from pangu_jax.model.regions import region  # noqa: PLC0415 (kernels must not import the model at load)
+
+  return region("grouped_matmul", _grouped, impl=impl, block=int(block))(x, w.astype(x.dtype),
+                                                                         group_sizes.astype(jnp.int32))
+
+
+def _grouped(x, w, group_sizes, *, impl, block):
+  """The region's decomposition (npu_grouped_matmul with group_list_type=1, counts)."""
+  if impl == "ragged":
+    return jax.lax.ragged_dot(x, w, group_sizes)
+  return _blocked(x, w, group_sizes, block)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from pangu_jax.model.init import normal, weight_std
 from pangu_jax.model.norms import rms_norm
+from pangu_jax.model.regions import region
 
 NEG_INF = -1e30
 
@@ -49,13 +50,26 @@ def rope_tables(positions: jax.Array, dim: int, theta: float) -> tuple[jax.Array
   return jnp.cos(ang), jnp.sin(ang)
 
 
+def _rotary(x, cos, sin):
+  xf = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rot = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  return (xf * cos + rot * sin).astype(x.dtype)
+
+
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-  """x * cos + rotate_half(x) * sin; x (..., S, [H,] dim), tables broadcast over heads."""
-  with jax.named_scope("rotary"):
-    xf = x.astype(jnp.float32)
-    half = x.shape[-1] // 2
-    rot = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
-    return (xf * cos + rot * sin).astype(x.dtype)
+  """x * cos + rotate_half(x) * sin; x (..., S, [H,] dim), tables broadcast over heads.
+
+  A named region (`npu_rotary_mul(x, cos, sin, rotary_mode='half')`)."""
+  return region("rotary", _rotary)(x, cos, sin)
+
+
+def _attention_core(q, k, v, q_pos, k_pos, *, scale):
+  """Causal softmax attention, q/k (B, S, H, Dqk), v (B, T, H, Dv), positions (B, S) / (B, T)."""
+  scores = jnp.einsum("bshd,bthd->bhst", q, k)
+  mask = q_pos[:, None, :, None] >= k_pos[:, None, None, :]
+  probs = _softmax(scores * scale, mask).astype(q.dtype)
+  return jnp.einsum("bhst,bthd->bshd", probs, v)
 
 
 def _queries(p, x, cfg, cos, sin):
@@ -98,11 +112,12 @@ def mla(p: dict, x: jax.Array, positions: jax.Array, cfg) -> jax.Array:
     c, k_rope = _latents(p, x, cfg, cos, sin)
     kv = (c @ p["kv_b"].astype(dt)).reshape(b, s, cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim)
     k_nope, v = kv[..., : cfg.qk_nope_head_dim], kv[..., cfg.qk_nope_head_dim :]
-    scores = jnp.einsum("bshd,bthd->bhst", q_nope, k_nope) + jnp.einsum("bshd,btd->bhst", q_rope, k_rope)
-    causal = positions[:, None, :, None] >= positions[:, None, None, :]
-    probs = _softmax(scores * _scale(cfg), causal).astype(dt)
-    out = jnp.einsum("bhst,bthd->bshd", probs, v).reshape(b, s, cfg.num_heads * cfg.v_head_dim)
-    return out @ p["o"].astype(dt)
+    # Decoupled RoPE: the one rotary key is shared by every head.
+    q = jnp.concatenate([q_nope, q_rope], axis=-1)
+    k_rope_h = jnp.broadcast_to(k_rope[:, :, None, :], (b, s, cfg.num_heads, cfg.qk_rope_head_dim))
+    k = jnp.concatenate([k_nope, k_rope_h], axis=-1)
+    out = region("attention_core", _attention_core, scale=_scale(cfg))(q, k, v, positions, positions)
+    return out.reshape(b, s, cfg.num_heads * cfg.v_head_dim) @ p["o"].astype(dt)
 
 
 def init_cache(cfg, batch: int, max_len: int, dtype) -> dict:

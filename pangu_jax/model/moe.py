@@ -34,20 +34,26 @@ import jax.numpy as jnp
 
 from pangu_jax.kernels import grouped_matmul
 from pangu_jax.model.init import normal, weight_std
+from pangu_jax.model.regions import region
 
 
 class MoeStats(NamedTuple):
   counts: jax.Array  # (B, E) int32: assignments per sequence and expert, before drops
   scores: jax.Array  # (B, S, E) float32: router scores (sigmoid or softmax)
   logits: jax.Array  # (B, S, E) float32: router logits (for the z-loss)
+  topk_idx: jax.Array  # (B, S, k) int32: the selected experts
+  topk_weights: jax.Array  # (B, S, k) float32: their combine weights
   dropped: jax.Array  # () int32: assignments dropped by capacity (0 otherwise)
 
 
+def _swiglu(h):
+  f = h.shape[-1] // 2
+  return jax.nn.silu(h[..., :f]) * h[..., f:]
+
+
 def swiglu(h: jax.Array) -> jax.Array:
-  """silu(first half) * second half, over the last axis (npu_swiglu's convention)."""
-  with jax.named_scope("swiglu"):
-    f = h.shape[-1] // 2
-    return jax.nn.silu(h[..., :f]) * h[..., f:]
+  """silu(first half) * second half, over the last axis (a region: npu_swiglu's convention)."""
+  return region("swiglu", _swiglu)(h)
 
 
 def init_mlp(key: jax.Array, d: int, f: int, std: float, dtype) -> dict:
@@ -78,19 +84,26 @@ def init_moe(key: jax.Array, cfg, dtype) -> dict:
   return p
 
 
+def _gating_top_k(logits, bias, *, k, score, renorm, scale):
+  scores = jax.nn.sigmoid(logits) if score == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+  _, idx = jax.lax.top_k(scores + jax.lax.stop_gradient(bias), k)
+  w = jnp.take_along_axis(scores, idx, axis=-1)
+  if renorm:
+    w = w / (jnp.sum(w, axis=-1, keepdims=True) + 1e-20)
+  return scores, idx.astype(jnp.int32), w * scale
+
+
 def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """x (T, d) -> logits, scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32."""
-  with jax.named_scope("moe_gating_top_k"):
-    logits = x.astype(jnp.float32) @ p["router"].astype(jnp.float32)
-    scores = jax.nn.sigmoid(logits) if cfg.router_score == "sigmoid" else jax.nn.softmax(logits, axis=-1)
-    select = scores
-    if cfg.router_bias:
-      select = scores + jax.lax.stop_gradient(p["router_bias"])
-    _, idx = jax.lax.top_k(select, cfg.top_k)
-    w = jnp.take_along_axis(scores, idx, axis=-1)
-    if cfg.norm_topk_prob:
-      w = w / (jnp.sum(w, axis=-1, keepdims=True) + 1e-20)
-    return logits, scores, idx.astype(jnp.int32), w * cfg.routed_scaling_factor
+  """x (T, d) -> logits, scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32.
+
+  The gating after the router matmul is a region (`npu_moe_gating_top_k`); without a configured bias the
+  bias input is zeros."""
+  logits = x.astype(jnp.float32) @ p["router"].astype(jnp.float32)
+  bias = p["router_bias"] if cfg.router_bias else jnp.zeros((cfg.num_routed_experts,), jnp.float32)
+  gate = region("moe_gating_top_k", _gating_top_k, k=cfg.top_k, score=cfg.router_score,
+                renorm=bool(cfg.norm_topk_prob), scale=float(cfg.routed_scaling_factor))
+  scores, idx, w = gate(logits, bias)
+  return logits, scores, idx, w
 
 
 def _dense(experts, x, idx, w, cfg):
@@ -126,19 +139,27 @@ def _capacity(experts, x, idx, w, cfg):
   return out, jnp.sum(~keep).astype(jnp.int32)
 
 
-def _dropless(experts, x, idx, w, cfg):
-  t, k, e = x.shape[0], cfg.top_k, cfg.num_routed_experts
+def _permute(x, idx, *, num_experts):
+  """Token permutation (npu_moe_init_routing_v2): rows sorted by expert (stable), their source
+  assignment index (token * k + slot), and tokens per expert."""
+  k = idx.shape[1]
   flat_e = idx.reshape(-1)
-  with jax.named_scope("moe_permute"):
-    order = jnp.argsort(flat_e, stable=True)
-    xs = jnp.take(x, order // k, axis=0)
-    sizes = jnp.bincount(flat_e, length=e)
+  order = jnp.argsort(flat_e, stable=True).astype(jnp.int32)
+  return jnp.take(x, order // k, axis=0), order, jnp.bincount(flat_e, length=num_experts).astype(jnp.int32)
+
+
+def _unpermute(ys, order, w):
+  """Weighted un-permutation (npu_moe_finalize_routing): out[t] = sum_j w[t, j] * ys[pos of (t, j)]."""
+  t, k = w.shape
+  y = jnp.zeros_like(ys).at[order].set(ys).reshape(t, k, -1)
+  return jnp.einsum("tkd,tk->td", y, w.astype(ys.dtype))
+
+
+def _dropless(experts, x, idx, w, cfg):
+  xs, order, sizes = region("moe_permute", _permute, num_experts=cfg.num_routed_experts)(x, idx)
   h = swiglu(grouped_matmul(xs, experts["w_in"], sizes, block=cfg.gmm_block_size))
   ys = grouped_matmul(h, experts["w_out"], sizes, block=cfg.gmm_block_size)
-  with jax.named_scope("moe_unpermute"):
-    y = jnp.zeros_like(ys).at[order].set(ys).reshape(t, k, -1)
-    out = jnp.einsum("tkd,tk->td", y, w.astype(x.dtype))
-  return out, jnp.zeros((), jnp.int32)
+  return region("moe_unpermute", _unpermute)(ys, order, w), jnp.zeros((), jnp.int32)
 
 
 DISPATCH = {"dense": _dense, "capacity": _capacity, "dropless": _dropless}
@@ -155,5 +176,6 @@ def moe(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, MoeStats]:
     if "shared" in p:
       out = out + mlp(p["shared"], xt)
     counts = jnp.sum(jax.nn.one_hot(idx.reshape(b, s * cfg.top_k), cfg.num_routed_experts, dtype=jnp.int32), axis=1)
-    stats = MoeStats(counts=counts, scores=scores.reshape(b, s, -1), logits=logits.reshape(b, s, -1), dropped=dropped)
+    stats = MoeStats(counts=counts, scores=scores.reshape(b, s, -1), logits=logits.reshape(b, s, -1),
+                     topk_idx=idx.reshape(b, s, -1), topk_weights=w.reshape(b, s, -1), dropped=dropped)
     return out.reshape(b, s, d), stats

@@ -45,6 +45,7 @@ class ModelOutput(NamedTuple):
   mtp_logits: jax.Array | None  # (D, B, S, V): depth j predicts the token j+2 positions ahead
   hidden: jax.Array  # (B, S, d): last block's output, before the final norm
   stats: moe.MoeStats | None  # stacked over MoE layers (leading axis = MoE layer)
+  layer_hidden: jax.Array | None = None  # (L, B, S, d): each block's output, when collected
 
 
 def compute_dtype(cfg):
@@ -139,18 +140,18 @@ def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None)
   return x + m, stats, new_cache
 
 
-def _scan_blocks(stack, x, cfg, positions, remat, caches=None, start=None):
-  """Runs stacked blocks under lax.scan; returns (x, stacked stats, stacked caches)."""
+def _scan_blocks(stack, x, cfg, positions, remat, caches=None, start=None, collect=False):
+  """Runs stacked blocks under lax.scan; returns (x, stacked stats, stacked caches, per-layer outputs or None)."""
 
   def body(carry, layer):
     p, cache = layer
     y, stats, new_cache = block(p, carry, cfg, positions=positions, cache=cache, start=start)
-    return y, (stats, new_cache)
+    return y, (stats, new_cache, y if collect else None)
 
   if remat in REMAT_POLICIES and caches is None:
     body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
-  x, (stats, new_caches) = jax.lax.scan(body, x, (stack, caches))
-  return x, stats, new_caches
+  x, (stats, new_caches, hidden) = jax.lax.scan(body, x, (stack, caches))
+  return x, stats, new_caches, hidden
 
 
 def embed(params: dict, tokens: jax.Array, cfg) -> jax.Array:
@@ -170,7 +171,7 @@ def mtp_input(p: dict, params: dict, h_prev: jax.Array, next_tokens: jax.Array, 
   return z @ p["proj"].astype(z.dtype)
 
 
-def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none") -> ModelOutput:
+def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none", collect_hidden: bool = False) -> ModelOutput:
   """Full causal forward. tokens (B, S) int -> ModelOutput.
 
   MTP depth j (0-based) at position i combines the depth-(j-1) state at i (the
@@ -181,11 +182,13 @@ def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none") -> Mod
   b, s = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(s), (b, s))
   x = embed(params, tokens, cfg)
+  stats, hidden = None, []
   if "dense_layers" in params:
-    x, _, _ = _scan_blocks(params["dense_layers"], x, cfg, positions, remat)
-  stats = None
+    x, _, _, h = _scan_blocks(params["dense_layers"], x, cfg, positions, remat, collect=collect_hidden)
+    hidden.append(h)
   if "moe_layers" in params:
-    x, stats, _ = _scan_blocks(params["moe_layers"], x, cfg, positions, remat)
+    x, stats, _, h = _scan_blocks(params["moe_layers"], x, cfg, positions, remat, collect=collect_hidden)
+    hidden.append(h)
   logits = logits_from_hidden(params, params["final_norm"], x, cfg)
   mtp_logits = None
   if cfg.mtp_depth > 0:
@@ -196,7 +199,8 @@ def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none") -> Mod
       h, _, _ = block(p["block"], z, cfg, positions=positions)
       outs.append(logits_from_hidden(params, p["out_norm"], h, cfg))
     mtp_logits = jnp.stack(outs)
-  return ModelOutput(logits=logits, mtp_logits=mtp_logits, hidden=x, stats=stats)
+  layer_hidden = jnp.concatenate(hidden) if collect_hidden else None
+  return ModelOutput(logits=logits, mtp_logits=mtp_logits, hidden=x, stats=stats, layer_hidden=layer_hidden)
 
 
 # ----------------------------------------------------------------------------- inference with a compressed cache
@@ -226,7 +230,7 @@ def forward_cached(params: dict, tokens: jax.Array, cache: dict, start: jax.Arra
   new = dict(cache)
   for name in ("dense_layers", "moe_layers"):
     if name in params:
-      x, _, new[name] = _scan_blocks(params[name], x, cfg, None, "none", caches=cache[name], start=start)
+      x, _, new[name], _ = _scan_blocks(params[name], x, cfg, None, "none", caches=cache[name], start=start)
   return logits_from_hidden(params, params["final_norm"], x, cfg), x, new
 
 
