@@ -18,22 +18,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from npu_backend.export.model import export_model, model_forward  # noqa: E402
 from npu_backend.runtime import build_module  # noqa: E402
 from npu_backend.runtime.graph import to_torch  # noqa: E402
 from pangu_jax.model import transformer  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
-
-
-def best_time(fn, repeats):
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def main():

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -24,16 +23,18 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from pangu_jax.config import base_config  # noqa: E402
 from pangu_jax.model import moe  # noqa: E402
 from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
 
 
-def make_cfg(impl, block):
+def make_cfg(impl, block, gmm_impl="auto"):
   m = base_config().model
   m.update(hidden_size=1024, num_routed_experts=32, expert_ffn_dim=512, top_k=4, num_shared_experts=1,
-           moe_impl=impl, capacity_factor=1.25, router_bias=False, norm_topk_prob=True, gmm_block_size=block)
+           moe_impl=impl, capacity_factor=1.25, router_bias=False, norm_topk_prob=True, gmm_block_size=block,
+           gmm_impl=gmm_impl)
   return m
 
 
@@ -53,16 +54,6 @@ def useful_flops(cfg, t):
   d, f, k, e = cfg.hidden_size, cfg.expert_ffn_dim, cfg.top_k, cfg.num_routed_experts
   per_token = 2 * d * e + k * (2 * d * 2 * f + 2 * f * d) + (2 * d * 2 * f + 2 * f * d)
   return 3 * t * per_token  # forward + backward
-
-
-def time_it(fn, repeats):
-  fn()  # warm-up / compile
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def jax_step(cfg, params, x, ct):
@@ -108,10 +99,11 @@ def main():
   ap.add_argument("--tokens", type=int, default=8192)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--block", type=int, default=256)
+  ap.add_argument("--gmm_impl", default="auto", choices=["auto", "blocked", "scanned", "ragged"])
   args = ap.parse_args()
   torch.set_num_threads(os.cpu_count() or 1)
   t = args.tokens
-  cfg = make_cfg("dropless", args.block)
+  cfg = make_cfg("dropless", args.block, args.gmm_impl)
   params = make_params(cfg)
   x = jax.random.normal(jax.random.key(10), (t, cfg.hidden_size))
   ct = jax.random.normal(jax.random.key(11), (t, cfg.hidden_size))
@@ -131,12 +123,12 @@ def main():
   for name, fn in [("jax_dropless", jax_step(cfg, params, x, ct)),
                    ("jax_capacity", jax_step(make_cfg("capacity", args.block), params, x, ct)),
                    ("torch_loop", torch_loop_step(cfg, params, x, ct)[0])]:
-    s = time_it(fn, args.repeats)
+    s = best_time(fn, args.repeats)
     results[name] = s
     print(f"{name:>14}: {s * 1e3:8.1f} ms fwd+bwd, {t / s:9.0f} tokens/s, "
           f"{useful_flops(cfg, t) / s / 1e9:6.1f} useful GFLOP/s", flush=True)
   out = {
-      "tokens": t, "block": args.block,
+      "tokens": t, "block": args.block, "gmm_impl": args.gmm_impl,
       "jax_dropless_tokens_per_s": t / results["jax_dropless"],
       "jax_capacity_tokens_per_s": t / results["jax_capacity"],
       "torch_loop_tokens_per_s": t / results["torch_loop"],

@@ -23,7 +23,7 @@ def test_blocked_matches_loop_and_ragged(sizes, block):
   w = jax.random.normal(jax.random.key(1), (4, 6, 5))
   sizes = jnp.array(sizes)
   want = _loop(x, w, sizes)
-  for impl in ("blocked", "ragged"):
+  for impl in ("blocked", "scanned", "ragged"):
     got = jax.jit(lambda x, w, s, impl=impl: grouped_matmul(x, w, s, impl=impl, block=block))(x, w, sizes)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=impl)
 
@@ -40,8 +40,10 @@ def test_blocked_gradients_match_ragged(sizes):
 
   gb = jax.jit(jax.grad(lambda x, w: loss(x, w, "blocked"), argnums=(0, 1)))(x, w)
   gr = jax.jit(jax.grad(lambda x, w: loss(x, w, "ragged"), argnums=(0, 1)))(x, w)
-  for a, b in zip(gb, gr):
+  gs = jax.jit(jax.grad(lambda x, w: loss(x, w, "scanned"), argnums=(0, 1)))(x, w)
+  for a, b, c in zip(gb, gr, gs):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-5)
   # closed form for dW of the group with 11 rows (rows 5..15 in sorted order) when sizes[0] == 5
   if sizes[0] == 5:
     np.testing.assert_allclose(gb[1][2], x[5:16].T @ ct[5:16], rtol=1e-5, atol=1e-5)

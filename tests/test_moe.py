@@ -157,3 +157,19 @@ def test_router_bias_changes_selection_not_weights():
   _, scores, idx, w = moe.route(p, x, cfg)
   assert np.all(np.asarray(idx)[:, 0] == 0)
   np.testing.assert_allclose(w[:, 0], scores[:, 0], rtol=1e-6)  # ... with its unbiased score as weight
+
+
+@pytest.mark.parametrize("gmm_impl", ["blocked", "scanned", "ragged"])
+def test_every_grouped_matmul_gives_the_dense_layer_and_its_gradients(gmm_impl):
+  cfg = small_model_cfg(moe_impl="dropless", gmm_impl=gmm_impl, gmm_block_size=8, num_routed_experts=8, top_k=3)
+  dense = small_model_cfg(moe_impl="dense", num_routed_experts=8, top_k=3)
+  p = _scaled_params(jax.random.key(11), cfg)
+  x = jax.random.normal(jax.random.key(12), (2, 16, cfg.hidden_size))
+
+  def loss(c):
+    return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(moe.moe(p, x, c)[0])), argnums=(0, 1)))(p, x)
+
+  (l1, g1), (l2, g2) = loss(cfg), loss(dense)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

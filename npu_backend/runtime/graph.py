@@ -181,7 +181,8 @@ def to_torch(a) -> torch.Tensor:
 
   a = np.asarray(a)
   if a.dtype.name == "bfloat16":  # numpy has no native bf16: reinterpret the bits
-    return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16)).view(torch.bfloat16)
+    bits = np.ascontiguousarray(a).view(np.uint16)
+    return torch.from_numpy(bits if bits.flags.writeable else bits.copy()).view(torch.bfloat16)
   a = np.ascontiguousarray(a)
   return torch.from_numpy(a if a.flags.writeable else a.copy())
 

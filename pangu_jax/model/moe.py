@@ -157,8 +157,9 @@ def _unpermute(ys, order, w):
 
 def _dropless(experts, x, idx, w, cfg):
   xs, order, sizes = region("moe_permute", _permute, num_experts=cfg.num_routed_experts)(x, idx)
-  h = swiglu(grouped_matmul(xs, experts["w_in"], sizes, block=cfg.gmm_block_size))
-  ys = grouped_matmul(h, experts["w_out"], sizes, block=cfg.gmm_block_size)
+  gmm = dict(impl=cfg.gmm_impl, block=cfg.gmm_block_size)
+  h = swiglu(grouped_matmul(xs, experts["w_in"], sizes, **gmm))
+  ys = grouped_matmul(h, experts["w_out"], sizes, **gmm)
   return region("moe_unpermute", _unpermute)(ys, order, w), jnp.zeros((), jnp.int32)
 
 

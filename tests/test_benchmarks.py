@@ -1,0 +1,28 @@
+"""Benchmark scripts run end to end at small sizes and print their JSON contract as the last line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, keys", [
+    ("moe_layer.py", ["--tokens=256", "--repeats=1"],
+     {"jax_dropless_tokens_per_s", "jax_capacity_tokens_per_s", "torch_loop_tokens_per_s", "speedup_vs_torch_loop",
+      "fraction_of_matmul_peak"}),
+    ("export.py", ["--batch=1", "--seq_len=16", "--repeats=1"],
+     {"export_s", "torch_tokens_per_s", "jax_tokens_per_s", "ratio", "max_rel_err"}),
+])
+def test_benchmark_smoke(script, args, keys):
+  proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert keys <= set(out)
+  if "max_rel_err" in out:
+    assert out["max_rel_err"] < 1e-5
+  if "forward_rel_l2_vs_torch" in out:
+    assert out["forward_rel_l2_vs_torch"] < 1e-5  # the competitor computes the same function
