@@ -57,13 +57,15 @@ def test_perturbed_weight_fails_and_names_the_layer():
   assert [r["passed"] for r in report["layers"]] == [True, True, False]
 
 
-def test_bfloat16_parity_measured():
-  """bf16 (both sides bf16 compute): what holds today. Rounding-level agreement before any routing flip,
-  router agreement >= 0.98; the full rel-L2 <= 2e-2 bar at every layer is NOT met yet (docs/npu_backend.md)."""
-  cfg, params, tokens = _setup("dense_first+mtp+sigmoid+bias+dropless")
+@pytest.mark.parametrize("variant", ["dense_first+mtp+sigmoid+bias+dropless", "softmax+no_bias+dense_impl"])
+def test_bfloat16_parity(variant):
+  """bf16 on both sides (the binary also disables XLA's excess precision; in-process we cannot, so this checks
+  the looser default): router agreement >= 0.98, and rel-L2 <= 2e-2 over tokens whose routing agreed."""
+  cfg, params, tokens = _setup(variant)
   report = run_parity(cfg, params, tokens, dtype="bfloat16", device="cpu", lowering="none")
-  assert report["layers"][0]["rel_l2"] <= 2e-2
-  assert report["router_agreement"] >= 0.98
+  assert report["router_agreement"] >= 0.98, json.dumps(report["layers"])
+  assert report["passed"], json.dumps(report["layers"])
+  assert report["tokens_compared"] >= 0.9 * report["tokens"]
 
 
 def test_checkpoint_trained_for_a_few_steps(tmp_path):
@@ -81,14 +83,15 @@ def test_checkpoint_trained_for_a_few_steps(tmp_path):
   assert report["passed"], json.dumps(report["layers"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--mock_npu"]])
+@pytest.mark.parametrize("extra", [[], ["--mock_npu"], ["--dtype=bfloat16"]])
 def test_parity_binary_on_the_tiny_preset(extra):
   proc = subprocess.run([sys.executable, "-m", "npu_backend.parity", "--config=configs/pangu/tiny.py", "--json",
                          *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert report["passed"] and report["max_rel_err"] <= 1e-5 and len(report["layers"]) == 4
-  if extra:
+  bound = 2e-2 if "--dtype=bfloat16" in extra else 1e-5
+  assert report["passed"] and report["max_rel_err"] <= bound and len(report["layers"]) == 4
+  if "--mock_npu" in extra:
     assert report["backend"] == "npu" and "mock" in report["backend_reason"]
     assert report["lowering"] == "torch_npu" and report["lowered_regions"]["grouped_matmul"] > 0
 
