@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pangu_jax.kernels import grouped_matmul
+from pangu_jax.kernels import grouped_matmul, permute
 from pangu_jax.model.init import normal, weight_std
 from pangu_jax.model.regions import region
 
@@ -142,16 +142,16 @@ def _capacity(experts, x, idx, w, cfg):
 def _permute(x, idx, *, num_experts):
   """Token permutation (npu_moe_init_routing_v2): rows sorted by expert (stable), their source
   assignment index (token * k + slot), and tokens per expert."""
-  k = idx.shape[1]
   flat_e = idx.reshape(-1)
   order = jnp.argsort(flat_e, stable=True).astype(jnp.int32)
-  return jnp.take(x, order // k, axis=0), order, jnp.bincount(flat_e, length=num_experts).astype(jnp.int32)
+  xs = permute.expand_sorted(x, order, permute.inverse_permutation(order))
+  return xs, order, jnp.bincount(flat_e, length=num_experts).astype(jnp.int32)
 
 
 def _unpermute(ys, order, w):
   """Weighted un-permutation (npu_moe_finalize_routing): out[t] = sum_j w[t, j] * ys[pos of (t, j)]."""
   t, k = w.shape
-  y = jnp.zeros_like(ys).at[order].set(ys).reshape(t, k, -1)
+  y = permute.unsort(ys, order, permute.inverse_permutation(order)).reshape(t, k, -1)
   return jnp.einsum("tkd,tk->td", y, w.astype(ys.dtype))
 
 
