@@ -150,8 +150,9 @@ def run_parity(cfg, params, tokens, *, dtype="float32", device="auto", lowering=
       agreement_i = float(same.mean())
       agree &= same
     rec = {"layer": i, "kind": "dense" if i < n_dense else "moe",
-           "rel_l2": _rel(got_h[i][agree], ref_h[i][agree]),
-           "max_abs": float(np.abs(got_h[i][agree].astype(np.float64) - ref_h[i][agree]).max()),
+           "rel_l2": _rel(got_h[i][agree], ref_h[i][agree]) if agree.any() else float("inf"),
+           "max_abs": float(np.abs(got_h[i][agree].astype(np.float64) - ref_h[i][agree]).max())
+           if agree.any() else float("inf"),
            "rel_l2_all_tokens": _rel(got_h[i], ref_h[i])}
     ok = rec["rel_l2"] <= tol["rel_l2"]
     if i >= n_dense and len(ref) > 2:
@@ -160,8 +161,8 @@ def run_parity(cfg, params, tokens, *, dtype="float32", device="auto", lowering=
       ok = ok and agreement_i >= tol["router_agreement"]
     rec["passed"] = bool(ok)
     layers.append(rec)
-  logits_rel = _rel(got[0][agree], ref[0][agree])
-  kl = _token_kl(ref[0][agree], got[0][agree])
+  logits_rel = _rel(got[0][agree], ref[0][agree]) if agree.any() else float("inf")
+  kl = _token_kl(ref[0][agree], got[0][agree]) if agree.any() else float("inf")
   agreement = min([r["router_agreement"] for r in layers if "router_agreement" in r], default=1.0)
   logits_ok = logits_rel <= tol["rel_l2"] and (tol["token_kl"] is None or kl <= tol["token_kl"])
   failing = [r["layer"] for r in layers if not r["passed"]]
@@ -173,7 +174,7 @@ def run_parity(cfg, params, tokens, *, dtype="float32", device="auto", lowering=
       "max_token_kl_all_tokens": _token_kl(ref[0], got[0]),
       "tokens_compared": int(agree.sum()),
       "tokens": int(agree.size),
-      "logits_max_abs": float(np.abs(got[0].astype(np.float64) - ref[0]).max()),
+      "logits_max_abs": float(np.abs(got[0].astype(np.float64) - ref[0]).max()),  # all tokens
       "max_token_kl": kl,
       "router_agreement": agreement,
       "first_failing_layer": failing[0] if failing else None,

@@ -85,7 +85,8 @@ def test_control_flow_and_general_gather_scatter():
     s = jnp.zeros((4, 3)).at[idx[:, 0] % 4].add(x[:, :3])  # duplicate indices accumulate
     t = jnp.take(x, idx[0] - 2, axis=0, mode="fill", fill_value=-7.0)
     srt = jnp.argsort(x[:, 0], stable=True)
-    return n, g, s, t, srt, jnp.cumsum(idx, axis=1), jax.lax.top_k(x, 2)[1]
+    red = (jnp.prod(x[None] + 2.0, axis=(0, 2)), jnp.all(x[None] > -5, axis=(0, 2)), jnp.sort(x[:, 1]))
+    return n, g, s, t, srt, jnp.cumsum(idx, axis=1), jax.lax.top_k(x, 2)[1], *red
 
   params = {"w": jnp.arange(3.0)}
   x = jax.random.normal(jax.random.key(0), (5, 3))

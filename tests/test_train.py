@@ -202,6 +202,9 @@ def test_corrupt_latest_checkpoint_falls_back_with_one_line(tmp_path):
   assert len(msgs) == 1 and "step 6" in msgs[0] and "falling back to step 3" in msgs[0] and "\n" not in msgs[0]
   assert "resuming from step 3" in lines
   assert summary["status"] == "completed"
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3)
+  assert ckpt.steps() == [3, 6, 9]  # the corrupt step was removed and written again: no save was refused
+  ckpt.close()
 
 
 def test_partial_checkpoint_directory_is_ignored(tmp_path):

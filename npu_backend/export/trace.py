@@ -100,6 +100,8 @@ class _Builder:
     self.nodes: list[dict] = []
     self.tensors = tensors
     self.next_id = 0
+    self.const_names: dict[int, str] = {}
+    self.const_keepalive: list = []
 
   def add(self, op: str, args: list[int], params: dict, n_out: int, scope: str = "", source: str = "") -> list[int]:
     outs = list(range(self.next_id, self.next_id + n_out))
@@ -111,8 +113,14 @@ class _Builder:
     return self.add("_constant", [], {"value": np.asarray(value).item(), "dtype": np.dtype(dtype).name}, 1)[0]
 
   def tensor(self, array) -> int:
-    name = f"const_{len(self.tensors)}"
-    self.tensors[name] = np.asarray(array)
+    """A node reading an array constant; one stored copy per constant however often it is emitted (unrolled
+    scans emit a body's constants once per iteration)."""
+    name = self.const_names.get(id(array))
+    if name is None:
+      name = f"const_{len(self.tensors)}"
+      self.tensors[name] = np.asarray(array)
+      self.const_names[id(array)] = name
+      self.const_keepalive.append(array)  # ids stay unique while the builder lives
     return self.add("_tensor", [], {"name": name}, 1)[0]
 
   def emit(self, jaxpr, const_refs, in_refs, prefix: str = "", where: str = "<unknown>") -> list[int]:

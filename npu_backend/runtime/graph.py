@@ -17,7 +17,7 @@ import os
 import torch
 import torch.fx
 
-from npu_backend.runtime.ops import DTYPES, OPS
+from npu_backend.runtime.ops import DTYPES, MULTI_OUTPUT, OPS
 
 GRAPH_FILE = "graph.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -58,13 +58,22 @@ def interpret(sub: dict, inputs: list, tensors: dict) -> list:
     else:
       fn = _RUNTIME_OPS[op]
       res = fn(*[env[a] for a in node["args"]], **node["params"])
-      vals = list(res) if len(node["outs"]) > 1 else [res]
+      vals = list(res) if len(node["outs"]) > 1 or op in MULTI_OUTPUT else [res]
     env.update(zip(node["outs"], vals))
   return [env[o] for o in sub["outputs"]]
 
 
 def _tensor_names(sub: dict) -> list[str]:
-  return sorted({n["params"]["name"] for n in sub["nodes"] if n["op"] == "_tensor"})
+  """Array constants a nested graph reads, including inside its own regions and loops."""
+  names = set()
+  for n in sub["nodes"]:
+    if n["op"] == "_tensor":
+      names.add(n["params"]["name"])
+    elif n["op"] == "_region":
+      names.update(_tensor_names(n["params"]["graph"]))
+    elif n["op"] == "_while":
+      names.update(_tensor_names(n["params"]["cond"]) + _tensor_names(n["params"]["body"]))
+  return sorted(names)
 
 
 def _while(*args, cond, body, cond_nconsts, body_nconsts, n_operands, tensor_names):
@@ -150,7 +159,7 @@ def _emit(graph, root, nodes, outputs, env, inputs, lowering, device):
         else:
           raise ExportError(f"graph.json: op '{op}' has no torch implementation in this version of npu_backend")
       call = graph.call_function(fn, tuple(args), params)
-      if len(node["outs"]) > 1:
+      if len(node["outs"]) > 1 or (op in MULTI_OUTPUT and fn is _RUNTIME_OPS.get(op)):
         vals = [graph.call_function(operator.getitem, (call, i)) for i in range(len(node["outs"]))]
       else:
         vals = [call]

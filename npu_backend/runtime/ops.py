@@ -206,14 +206,22 @@ def _reduce(fn):
   return op
 
 
+def _one_axis_at_a_time(fn):
+  def reduce(x, axes):
+    for a in sorted(axes, reverse=True):
+      x = fn(x, a)
+    return x
+
+  return reduce
+
+
 REDUCTIONS = {
     "reduce_sum": _reduce(lambda x, a: torch.sum(x, dim=a).to(x.dtype)),
     "reduce_max": _reduce(lambda x, a: torch.amax(x, dim=a)),
     "reduce_min": _reduce(lambda x, a: torch.amin(x, dim=a)),
-    "reduce_prod": _reduce(lambda x, a: torch.prod(x.flatten(a[0], a[-1]) if list(a) == list(range(a[0], a[-1] + 1))
-                                                   else x, dim=a[0]).to(x.dtype)),
-    "reduce_and": _reduce(lambda x, a: torch.all(x, dim=a) if len(a) == 1 else x.flatten().all()),
-    "reduce_or": _reduce(lambda x, a: torch.any(x, dim=a) if len(a) == 1 else x.flatten().any()),
+    "reduce_prod": _reduce(_one_axis_at_a_time(lambda x, a: torch.prod(x, dim=a).to(x.dtype))),
+    "reduce_and": _reduce(_one_axis_at_a_time(lambda x, a: torch.all(x, dim=a))),
+    "reduce_or": _reduce(_one_axis_at_a_time(lambda x, a: torch.any(x, dim=a))),
 }
 
 
@@ -263,6 +271,8 @@ def dot_general(lhs, rhs, *, dimension_numbers, preferred_element_type=None, **_
   out_dtype = _dt(preferred_element_type) if preferred_element_type else lhs.dtype
   if _is_int(lhs) or lhs.dtype == torch.bool:
     lhs, rhs = lhs.to(torch.int64), rhs.to(torch.int64)
+  elif out_dtype.is_floating_point and out_dtype.itemsize > max(lhs.dtype.itemsize, rhs.dtype.itemsize):
+    lhs, rhs = lhs.to(out_dtype), rhs.to(out_dtype)  # XLA returns the wide result unrounded
   elif lhs.dtype != rhs.dtype:
     common = torch.promote_types(lhs.dtype, rhs.dtype)
     lhs, rhs = lhs.to(common), rhs.to(common)

@@ -50,9 +50,14 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save),
     )
 
-  def save(self, step: int, state, meta: dict) -> None:
+  def save(self, step: int, state, meta: dict) -> bool:
+    """Starts saving `step`; returns False (and says so) if orbax declined (e.g. the step already exists)."""
     meta = dict(meta, checksum=tree_checksum(state), step=int(step))
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    saved = self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            meta=ocp.args.JsonSave(meta)))
+    if not saved:
+      self.log(f"checkpoint step {step} was not written (steps present: {self.steps()})")
+    return bool(saved)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -81,6 +86,7 @@ class Checkpointer:
         older = [s for s in self.steps() if s < step]
         self.log(f"checkpoint step {step} in {self.directory} is corrupt ({e}); "
                  f"{'falling back to step ' + str(older[-1]) if older else 'no older checkpoint: starting fresh'}")
+        self.manager.delete(step)  # else orbax would refuse to save this step (or any earlier one) again
     return None
 
   def close(self) -> None:

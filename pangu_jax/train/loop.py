@@ -76,7 +76,6 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
                    "model_flops_per_token": flops_tok, "train_tokens": len(corpus.train),
                    "val_tokens": len(corpus.val)})
   stop = _StopFlag()
-  old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
   status, step, t_begin = "completed", start, time.perf_counter()
   t0 = time.perf_counter()
   train_step = train_step.lower(state, corpus.batch(t.seed, start, t.batch_size), np.float32(0)).compile()
@@ -85,6 +84,7 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   last_val = None
   bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not progress, mininterval=2,
              dynamic_ncols=True, file=sys.stderr)
+  old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     for step in range(start, t.steps):
       poison = np.float32(np.nan) if step in inject_nan_at else np.float32(0.0)
@@ -115,11 +115,12 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
         bar.write(f"step {done}: val_loss {last_val:.4f}")
       out_of_time = t.time_budget_s and time.perf_counter() - t_begin > t.time_budget_s
       in_skip_streak = int(state["skips"]) > 0  # never checkpoint in the middle of a run of non-finite steps
-      if (done % t.checkpoint_every == 0 or done == t.steps) and not in_skip_streak or stop.signal or out_of_time:
-        ckpt.save(done, state, {"config": json.loads(cfg.to_json())})
-      if stop.signal or out_of_time:
+      saved = False
+      if (done % t.checkpoint_every == 0 or done == t.steps or stop.signal or out_of_time) and not in_skip_streak:
+        saved = ckpt.save(done, state, {"config": json.loads(cfg.to_json())})
+      if (stop.signal or out_of_time) and done != t.steps:
         status = f"stopped by signal {stop.signal}" if stop.signal else f"time budget {t.time_budget_s}s reached"
-        log(f"{status}: checkpoint saved at step {done}")
+        log(f"{status}: " + (f"checkpoint saved at step {done}" if saved else "no checkpoint (in a non-finite streak)"))
         if out_of_time and done % t.eval_every:
           last_val = evaluate(eval_step, state["params"], val)
           metrics.write({"step": done, "val_loss": last_val})
