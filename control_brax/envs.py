@@ -36,6 +36,12 @@ def physics_spec(env) -> PhysicsSpec:
       kv_rot=env.kv_rot, prune_margin=env.prune_margin)
 
 
+def penetration(data) -> jax.Array:
+  """Deepest contact penetration (m, >= 0) in MJX data; inactive contacts have positive distance."""
+  dist = data._impl.contact.dist  # MJX keeps a fixed contact array; `_impl` is where 3.x stores it
+  return jnp.maximum(-jnp.min(dist, initial=1.0), 0.0)
+
+
 class Model:
   """The compiled MuJoCo model of one env config, with what randomisation touches."""
 
@@ -117,7 +123,7 @@ class PegInHoleEnv(Env):
                        shrink=jnp.asarray(shrink), rng=rng)
     obs = self._observe(ps)
     metrics = {"success": jnp.zeros(()), "failure": jnp.zeros(()), "depth": jnp.zeros(()),
-               "force": jnp.zeros(()), "peak_force": jnp.zeros(())}
+               "force": jnp.zeros(()), "peak_force": jnp.zeros(()), "penetration": jnp.zeros(())}
     return State(pipeline_state=ps, obs=obs, reward=jnp.zeros(()), done=jnp.zeros(()), metrics=metrics,
                  info={"truncation": jnp.zeros(())})
 
@@ -126,7 +132,7 @@ class PegInHoleEnv(Env):
     spec = self.spec
     cmd, adm_x, adm_v, rl = task.controller_step(spec, ps.t, ps.start, ps.adm_x, ps.adm_v, ps.rl, ps.wrench,
                                                  action, jnp)
-    data, wrench = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
+    data, wrench, pen = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
     t = ps.t + 1
     reward, done, success, failure, depth, force = task.reward_and_done(spec, data.qpos, wrench, ps.depth, t, jnp)
     ps = ps.replace(data=data, t=t, adm_x=adm_x, adm_v=adm_v, rl=rl, wrench=jnp.where(jnp.isfinite(wrench),
@@ -135,7 +141,7 @@ class PegInHoleEnv(Env):
     obs = self._observe(ps)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     metrics = {"success": f32(success), "failure": f32(failure), "depth": f32(depth), "force": f32(force),
-               "peak_force": f32(ps.peak_force)}
+               "peak_force": f32(ps.peak_force), "penetration": f32(pen)}
     truncation = f32((t >= spec.episode_steps) & ~success & ~failure)
     info = dict(state.info, truncation=truncation)
     return state.replace(pipeline_state=ps, obs=jnp.nan_to_num(obs), reward=f32(reward), done=f32(done),
@@ -154,10 +160,10 @@ class PegInHoleEnv(Env):
 
     def body(d, _):
       d = mjx.step(sys, d)
-      return d, d.qfrc_constraint
+      return d, (d.qfrc_constraint, penetration(d))
 
-    data, wrenches = jax.lax.scan(body, data, None, length=self.spec.substeps)
-    return data, wrenches.mean(axis=0)
+    data, (wrenches, pen) = jax.lax.scan(body, data, None, length=self.spec.substeps)
+    return data, wrenches.mean(axis=0), pen.max()
 
   def _observe(self, ps: AssemblyState):
     noise = jax.random.normal(ps.rng, (12,)) if (self.spec.obs_force_noise or self.spec.obs_pose_noise) else (

@@ -272,12 +272,13 @@ def build_mjcf(c, phys: PhysicsSpec = PhysicsSpec()) -> str:
       "  </default>",
       "  <worldbody>",
       '    <light pos="0.05 -0.05 0.3" dir="-0.2 0.2 -1"/>',
+      '    <camera name="side" pos="0.1 -0.1 0.07" xyaxes="0.7071 0.7071 0 -0.06 0.06 0.2"/>',
       f'    <geom name="floor" type="plane" pos="0 0 {-c.hole_depth:.6g}" size="0.1 0.1 0.01" rgba="0.5 0.5 0.5 1"/>',
   ]
   for w in walls:
     q = _f(math.cos(w.yaw / 2), 0, 0, math.sin(w.yaw / 2))
     lines.append(f'    <geom name="{w.name}" type="box" pos="{_f(*w.pos)}" size="{_f(*w.size)}" quat="{q}" '
-                 'rgba="0.55 0.6 0.7 1"/>')
+                 'rgba="0.55 0.6 0.7 0.45"/>')
   lines.append('    <body name="peg" pos="0 0 0">')
   for name, axis in (("x", "1 0 0"), ("y", "0 1 0"), ("z", "0 0 1")):
     lines.append(f'      <joint name="{name}" type="slide" axis="{axis}"/>')

@@ -27,14 +27,14 @@ class PegInHoleGymEnv(gym.Env):
 
   def __init__(self, env=None, peg=None, render_mode: str | None = None):
     self.model = Model(env, peg)
-    self.spec = self.model.spec
+    self.task_spec = self.model.spec
     self.mj_model = self.model.mj_model
     self.data = mujoco.MjData(self.mj_model)
     self.render_mode = render_mode
     self._renderer = None
     self._pair_friction = self.mj_model.pair_friction.copy()
-    self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.spec.observation_size,), np.float32)
-    self.action_space = gym.spaces.Box(-1.0, 1.0, (self.spec.action_size,), np.float32)
+    self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task_spec.observation_size,), np.float32)
+    self.action_space = gym.spaces.Box(-1.0, 1.0, (self.task_spec.action_size,), np.float32)
     self._noise_rng = np.random.default_rng(0)
 
   def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -42,7 +42,7 @@ class PegInHoleGymEnv(gym.Env):
     if seed is not None:
       self._noise_rng = np.random.default_rng(seed + 1)
     u = np.asarray(options["u"], dtype=np.float64) if options and "u" in options else self.np_random.random(8)
-    start, friction, shrink = task.sample_episode(self.spec, u, np)
+    start, friction, shrink = task.sample_episode(self.task_spec, u, np)
     self.set_physics(friction, shrink)
     mujoco.mj_resetData(self.mj_model, self.data)
     self.data.qpos[:] = start
@@ -60,14 +60,16 @@ class PegInHoleGymEnv(gym.Env):
     self.mj_model.geom_size[list(self.model.peg_geom_ids)] = self.model.shrunk_sizes(shrink, np)
 
   def step(self, action):
-    spec = self.spec
+    spec = self.task_spec
     cmd, self.adm_x, self.adm_v, self.rl = task.controller_step(
         spec, self.t, self.start, self.adm_x, self.adm_v, self.rl, self.wrench, np.asarray(action, np.float64), np)
     self.data.ctrl[:] = cmd
-    acc = np.zeros(6)
+    acc, pen = np.zeros(6), 0.0
     for _ in range(spec.substeps):
       mujoco.mj_step(self.mj_model, self.data)
       acc += self.data.qfrc_constraint
+      if self.data.ncon:
+        pen = max(pen, -float(self.data.contact.dist[: self.data.ncon].min()))
     wrench = acc / spec.substeps
     self.t += 1
     reward, done, success, failure, depth, force = task.reward_and_done(
@@ -77,18 +79,23 @@ class PegInHoleGymEnv(gym.Env):
     terminated = bool(success or failure)
     truncated = bool(done) and not terminated
     info = {"success": bool(success), "failure": bool(failure), "depth": self.depth, "force": float(force),
-            "peak_force": self.peak_force}
+            "peak_force": self.peak_force, "penetration": pen}
     return self._observe(), float(reward), terminated, truncated, info
 
   def _observe(self):
-    noisy = self.spec.obs_force_noise or self.spec.obs_pose_noise
+    noisy = self.task_spec.obs_force_noise or self.task_spec.obs_pose_noise
     noise = self._noise_rng.standard_normal(12) if noisy else np.zeros(12)
-    obs = task.observe(self.spec, self.wrench, self.data.qpos, self.data.qvel, noise, np)
+    obs = task.observe(self.task_spec, self.wrench, self.data.qpos, self.data.qvel, noise, np)
     return np.nan_to_num(obs).astype(np.float32)
 
   def render(self):
     if self._renderer is None:
-      self._renderer = mujoco.Renderer(self.mj_model, 240, 320)
+      try:
+        self._renderer = mujoco.Renderer(self.mj_model, 240, 320)
+      except mujoco.FatalError as e:
+        raise RuntimeError(
+            "no headless OpenGL context: set MUJOCO_GL=egl (or osmesa) before the first `import mujoco` "
+            "(brax imports it too); `import control_brax` first does that") from e
     self._renderer.update_scene(self.data)
     return self._renderer.render()
 

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first `import mujoco` (brax imports it)
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,130 @@
+"""Assembly env throughput: MJX batched (1, 256, 1024 worlds) against MuJoCo's C engine through gymnasium.
+
+Same model (l_shape peg, default env config), random actions in [-1, 1], episodes
+auto-reset. MJX: Brax's training wrappers (vmap + episode + auto-reset) around our
+env, a `lax.scan` of policy steps under one jit, best of N after compilation. C
+engine: our gymnasium adapter, one process per core (2 here), steps summed.
+Policy steps/s and physics substeps/s (policy steps x substeps) for each; then
+the MJX speed levers at the best batch (solver iterations, all contact pairs
+instead of pruned ones, fewer substeps with a softer contact).
+
+Last line: JSON with mjx_steps_per_s (best batch, default settings),
+mujoco_c_steps_per_s (both cores), ratio (mjx / C), and the per-batch and
+per-lever figures.
+Usage: python benchmarks/assembly_env.py [--steps=40] [--c_steps=20000] [--peg=l_shape]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from brax.envs.wrappers import training as brax_wrappers  # noqa: E402
+from timing import best_time  # noqa: E402
+
+from control_brax.config import base_env_config  # noqa: E402
+from control_brax.envs import PegInHoleEnv  # noqa: E402
+
+
+def mjx_rate(env_cfg, batch: int, steps: int, repeats: int = 2) -> dict:
+  env = PegInHoleEnv(env_cfg)
+  wrapped = brax_wrappers.wrap(env, episode_length=env.spec.episode_steps)
+  state = jax.jit(wrapped.reset)(jax.random.split(jax.random.PRNGKey(0), batch))
+
+  @jax.jit
+  def run(state, key):
+    def body(s, k):
+      a = jax.random.uniform(k, (batch, env.action_size), minval=-1.0, maxval=1.0)
+      return wrapped.step(s, a), None
+
+    return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
+  compile_s = time.perf_counter() - t0
+  t = best_time(lambda: jax.block_until_ready(run(state, jax.random.PRNGKey(2))), repeats)
+  rate = batch * steps / t
+  return {"batch": batch, "policy_steps_per_s": rate, "physics_steps_per_s": rate * env.spec.substeps,
+          "first_call_s": compile_s}
+
+
+def _c_worker(args):
+  import numpy as np  # noqa: PLC0415
+
+  from control_brax.gym_env import PegInHoleGymEnv  # noqa: PLC0415
+
+  env_dict, steps, seed = args
+  import ml_collections  # noqa: PLC0415
+
+  env = PegInHoleGymEnv(ml_collections.ConfigDict(env_dict))
+  rng = np.random.default_rng(seed)
+  env.reset(seed=seed)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+    if term or trunc:
+      env.reset()
+  return steps, time.perf_counter() - t0, env.task_spec.substeps
+
+
+def c_rate(env_cfg, steps: int, workers: int) -> dict:
+  with mp.get_context("spawn").Pool(workers) as pool:
+    res = pool.map(_c_worker, [(env_cfg.to_dict(), steps, i) for i in range(workers)])
+  rate = sum(s / t for s, t, _ in res)
+  return {"workers": workers, "policy_steps_per_s": rate, "physics_steps_per_s": rate * res[0][2]}
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--steps", type=int, default=40, help="policy steps per timed MJX call")
+  p.add_argument("--c_steps", type=int, default=20000, help="policy steps per C-engine process")
+  p.add_argument("--peg", default="l_shape")
+  args = p.parse_args()
+  cfg = base_env_config()
+  cfg.peg = args.peg
+
+  c2 = c_rate(cfg, args.c_steps, 2)
+  print(json.dumps({"engine": "mujoco_c", **c2}), flush=True)
+  c1 = c_rate(cfg, args.c_steps, 1)
+  print(json.dumps({"engine": "mujoco_c", **c1}), flush=True)
+  batches = []
+  for b in (1, 256, 1024):
+    r = mjx_rate(cfg, b, args.steps if b > 1 else 200)
+    batches.append(r)
+    print(json.dumps({"engine": "mjx", **r}), flush=True)
+  best = max(batches, key=lambda r: r["policy_steps_per_s"])
+
+  levers = {}
+  variants = {
+      "iterations_4": dict(solver_iterations=4, ls_iterations=4),
+      "all_pairs": dict(prune_margin=0.0),
+      "substeps_5_solref_4ms": dict(substeps=5, solref_timeconst=0.004),
+  }
+  for name, over in variants.items():
+    v = base_env_config()
+    v.peg = args.peg
+    v.update(over)
+    r = mjx_rate(v, best["batch"], args.steps)
+    levers[name] = {"settings": over, "policy_steps_per_s": r["policy_steps_per_s"],
+                    "physics_steps_per_s": r["physics_steps_per_s"],
+                    "ratio_vs_c": r["policy_steps_per_s"] / c2["policy_steps_per_s"]}
+    print(json.dumps({"engine": "mjx", "lever": name, **levers[name]}), flush=True)
+
+  print(json.dumps({
+      "mjx_steps_per_s": best["policy_steps_per_s"], "mjx_physics_steps_per_s": best["physics_steps_per_s"],
+      "mjx_best_batch": best["batch"], "mujoco_c_steps_per_s": c2["policy_steps_per_s"],
+      "mujoco_c_physics_steps_per_s": c2["physics_steps_per_s"], "mujoco_c_one_core_steps_per_s":
+      c1["policy_steps_per_s"], "ratio": best["policy_steps_per_s"] / c2["policy_steps_per_s"],
+      "mjx_batches": {str(r["batch"]): r["policy_steps_per_s"] for r in batches}, "levers": levers,
+      "peg": args.peg, "devices": str(jax.devices()[0])}))
+
+
+if __name__ == "__main__":
+  main()
