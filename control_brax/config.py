@@ -28,6 +28,8 @@ ENV_SCHEMA = {
     "solver_iterations": Field(int, lo=1, hi=100),
     "ls_iterations": Field(int, lo=1, hi=100),
     "solref_timeconst": Field(float, lo=0.0002, hi=0.05, doc="contact stiffness time constant (s), >= 2 timesteps"),
+    "solimp_width": Field(float, lo=0.00001, hi=0.01, doc="penetration (m) over which contact impedance rises "
+                                                         "from 0.95 to 0.99"),
     "prune_margin": Field(float, lo=0, hi=0.1, doc="drop contact pairs farther apart than this (m); 0 keeps all"),
     "kp_trans": Field(float, lo=1, doc="holder servo stiffness (N/m): the robot's position loop"),
     "kv_trans": Field(float, lo=0),
@@ -78,6 +80,7 @@ def base_env_config() -> ml_collections.ConfigDict:
   c.solver_iterations = 8
   c.ls_iterations = 8
   c.solref_timeconst = 0.002
+  c.solimp_width = 0.001
   c.prune_margin = 0.012
   c.kp_trans = 20000.0
   c.kv_trans = 200.0

@@ -32,14 +32,20 @@ def physics_spec(env) -> PhysicsSpec:
   """Solver and holder settings of an `env` section."""
   return PhysicsSpec(
       timestep=env.control_dt / env.substeps, iterations=env.solver_iterations, ls_iterations=env.ls_iterations,
-      solref=(env.solref_timeconst, 1.0), kp_trans=env.kp_trans, kv_trans=env.kv_trans, kp_rot=env.kp_rot,
+      solref=(env.solref_timeconst, 1.0), solimp=(0.95, 0.99, env.solimp_width), kp_trans=env.kp_trans, kv_trans=env.kv_trans, kp_rot=env.kp_rot,
       kv_rot=env.kv_rot, prune_margin=env.prune_margin)
 
 
-def penetration(data) -> jax.Array:
-  """Deepest contact penetration (m, >= 0) in MJX data; inactive contacts have positive distance."""
-  dist = data._impl.contact.dist  # MJX keeps a fixed contact array; `_impl` is where 3.x stores it
-  return jnp.maximum(-jnp.min(dist, initial=1.0), 0.0)
+def penetration(data, floor_id: int) -> tuple[jax.Array, jax.Array]:
+  """Deepest contact penetration (m, >= 0) into the hole's walls and into its floor, in MJX data.
+
+  MJX keeps a fixed-size contact array (inactive contacts have positive
+  distance); `_impl` is where MJX 3.x stores it.
+  """
+  con = data._impl.contact
+  on_floor = jnp.any(con.geom == floor_id, axis=-1)
+  depth = jnp.maximum(-con.dist, 0.0)
+  return jnp.max(jnp.where(on_floor, 0.0, depth), initial=0.0), jnp.max(jnp.where(on_floor, depth, 0.0), initial=0.0)
 
 
 class Model:
@@ -54,6 +60,7 @@ class Model:
     names = [g.name for g in peg_geoms(self.peg)]
     self.peg_geom_ids = tuple(mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in names)
     self.peg_geom_size = self.mj_model.geom_size[list(self.peg_geom_ids)].copy()
+    self.floor_id = mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
 
   def shrunk_sizes(self, shrink, xp):
     """Peg geom sizes with the section shrunk by `shrink` per side (the clearance grows by it)."""
@@ -123,7 +130,8 @@ class PegInHoleEnv(Env):
                        shrink=jnp.asarray(shrink), rng=rng)
     obs = self._observe(ps)
     metrics = {"success": jnp.zeros(()), "failure": jnp.zeros(()), "depth": jnp.zeros(()),
-               "force": jnp.zeros(()), "peak_force": jnp.zeros(()), "penetration": jnp.zeros(())}
+               "force": jnp.zeros(()), "peak_force": jnp.zeros(()), "penetration": jnp.zeros(()),
+               "floor_penetration": jnp.zeros(())}
     return State(pipeline_state=ps, obs=obs, reward=jnp.zeros(()), done=jnp.zeros(()), metrics=metrics,
                  info={"truncation": jnp.zeros(())})
 
@@ -132,7 +140,7 @@ class PegInHoleEnv(Env):
     spec = self.spec
     cmd, adm_x, adm_v, rl = task.controller_step(spec, ps.t, ps.start, ps.adm_x, ps.adm_v, ps.rl, ps.wrench,
                                                  action, jnp)
-    data, wrench, pen = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
+    data, wrench, (pen, floor_pen) = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
     t = ps.t + 1
     reward, done, success, failure, depth, force = task.reward_and_done(spec, data.qpos, wrench, ps.depth, t, jnp)
     ps = ps.replace(data=data, t=t, adm_x=adm_x, adm_v=adm_v, rl=rl, wrench=jnp.where(jnp.isfinite(wrench),
@@ -141,7 +149,8 @@ class PegInHoleEnv(Env):
     obs = self._observe(ps)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     metrics = {"success": f32(success), "failure": f32(failure), "depth": f32(depth), "force": f32(force),
-               "peak_force": f32(ps.peak_force), "penetration": f32(pen)}
+               "peak_force": f32(ps.peak_force), "penetration": f32(pen),
+               "floor_penetration": f32(floor_pen)}
     truncation = f32((t >= spec.episode_steps) & ~success & ~failure)
     info = dict(state.info, truncation=truncation)
     return state.replace(pipeline_state=ps, obs=jnp.nan_to_num(obs), reward=f32(reward), done=f32(done),
@@ -160,10 +169,10 @@ class PegInHoleEnv(Env):
 
     def body(d, _):
       d = mjx.step(sys, d)
-      return d, (d.qfrc_constraint, penetration(d))
+      return d, (d.qfrc_constraint, *penetration(d, self.model.floor_id))
 
-    data, (wrenches, pen) = jax.lax.scan(body, data, None, length=self.spec.substeps)
-    return data, wrenches.mean(axis=0), pen.max()
+    data, (wrenches, pen, floor_pen) = jax.lax.scan(body, data, None, length=self.spec.substeps)
+    return data, wrenches.mean(axis=0), (pen.max(), floor_pen.max())
 
   def _observe(self, ps: AssemblyState):
     noise = jax.random.normal(ps.rng, (12,)) if (self.spec.obs_force_noise or self.spec.obs_pose_noise) else (

@@ -13,8 +13,8 @@ Shapes MJX collides well (docs/control_brax.md):
   the section's grid gives. Rectangles of a section should overlap (not merely
   touch) so that shrinking each one (clearance randomisation) shrinks the union.
 * `round` pegs are capsules (a cylinder with a hemispherical tip, which acts as a
-  chamfer of the peg's radius); the hole is a ring of `round_segments` boxes
-  tangent to a circle of radius r + clearance.
+  chamfer of the peg's radius); the hole is a ring of `round_segments`
+  overlapping vertical capsules touching a circle of radius r + clearance.
 The hole's floor is a plane at z = -hole_depth; its mouth is at z = 0, centred
 on the origin. The peg's body frame sits at the peg's tip centre, so the joint
 coordinates are directly the tip's pose (x, y, z, rx, ry, rz).
@@ -37,7 +37,7 @@ PEG_SCHEMA = {
     "name": Field(str),
     "kind": Field(str, choices=("prism", "round")),
     "radius": Field(float, lo=0, doc="round pegs: radius (m)"),
-    "round_segments": Field(int, lo=6, hi=64, doc="round holes: wall boxes in the ring"),
+    "round_segments": Field(int, lo=6, hi=64, doc="round holes: wall capsules in the ring"),
     "length": Field(float, lo=0.005, hi=0.2, doc="peg length (m)"),
     "mass": Field(float, lo=0.001, hi=10.0, doc="kg"),
     "clearance": Field(float, lo=0.0001, hi=0.005, doc="nominal clearance per side (m), the smallest sampled"),
@@ -158,12 +158,24 @@ def plate_boxes(cavity, margin: float):
 
 @dataclasses.dataclass(frozen=True)
 class Geom:
-  """One box of the model: centre, half sizes, rotation about z (rad)."""
+  """One geom of the model: centre, sizes, rotation about z (rad), box or vertical capsule."""
 
   name: str
   pos: tuple[float, float, float]
-  size: tuple[float, float, float]
+  size: tuple[float, float, float]  # box: half sizes; capsule: (radius, half length of the axis, 0)
   yaw: float = 0.0
+  kind: str = "box"
+
+
+_RING_CAPSULE_RADIUS = 0.003  # m, wall capsules of round holes
+
+
+def ring_scallop(c) -> float:
+  """Round holes: the extra clearance (m) midway between two wall capsules."""
+  n, rho = c.round_segments, _RING_CAPSULE_RADIUS
+  rc = c.radius + c.clearance + rho
+  half_gap = rc * math.sin(math.pi / n)
+  return rc * math.cos(math.pi / n) - math.sqrt(max(rho**2 - half_gap**2, 0.0)) - (c.radius + c.clearance)
 
 
 def hole_geoms(c) -> list[Geom]:
@@ -177,12 +189,16 @@ def hole_geoms(c) -> list[Geom]:
   for li, (clear, z0, z1) in enumerate(layers):
     zc, hz = 0.5 * (z0 + z1), 0.5 * (z1 - z0)
     if c.kind == "round":
-      n, r_in, t = c.round_segments, c.radius + clear, c.wall_margin
-      half_len = (r_in + t) * math.tan(math.pi / n) * 1.05
+      # A ring of overlapping vertical capsules: capsule-capsule contact is exact in MJX (its capsule-box
+      # contact penetrated ~1 mm here where the C engine's stayed ~0.1 mm). The inner boundary is scalloped
+      # between r + clearance (at each capsule) and r + clearance + scallop (between two).
+      n, rho = c.round_segments, _RING_CAPSULE_RADIUS
+      rc = c.radius + clear + rho
       for i in range(n):
         a = 2 * math.pi * i / n
-        rc = r_in + t / 2
-        out.append(Geom(f"wall{li}_{i}", (rc * math.cos(a), rc * math.sin(a), zc), (t / 2, half_len, hz), a))
+        # caps inside the layer: the top cap's apex at the layer's top (a rounded mouth)
+        out.append(Geom(f"wall{li}_{i}", (rc * math.cos(a), rc * math.sin(a), zc), (rho, max(hz - rho, 1e-4), 0.0),
+                        kind="capsule"))
     else:
       for i, (cx, cy, hx, hy) in enumerate(plate_boxes(dilate(c.rects, clear), c.wall_margin)):
         out.append(Geom(f"wall{li}_{i}", (cx, cy, zc), (hx, hy, hz)))
@@ -192,14 +208,14 @@ def hole_geoms(c) -> list[Geom]:
 def peg_geoms(c) -> list[Geom]:
   """The peg's boxes (or capsule) in its body frame, whose origin is the tip centre."""
   if c.kind == "round":
-    return [Geom("peg0", (0.0, 0.0, c.length / 2), (c.radius, c.length / 2 - c.radius, 0.0))]
+    return [Geom("peg0", (0.0, 0.0, c.length / 2), (c.radius, c.length / 2 - c.radius, 0.0), kind="capsule")]
   return [Geom(f"peg{i}", (cx, cy, c.length / 2), (hx, hy, c.length / 2)) for i, (cx, cy, hx, hy) in
           enumerate(c.rects)]
 
 
-def _footprint(g: Geom, kind: str) -> tuple[float, float, float, float]:
-  """Axis-aligned 2-D bounds (x0, y0, x1, y1) of a geom's footprint."""
-  if kind == "capsule":
+def _footprint(g: Geom) -> tuple[float, float, float, float]:
+  """Axis-aligned 2-D bounds (x0, y0, x1, y1) of a geom's footprint (capsules are vertical)."""
+  if g.kind == "capsule":
     r = g.size[0]
     return g.pos[0] - r, g.pos[1] - r, g.pos[0] + r, g.pos[1] + r
   ca, sa = abs(math.cos(g.yaw)), abs(math.sin(g.yaw))
@@ -216,12 +232,11 @@ def contact_pairs(c, prune_margin: float) -> list[tuple[str, str]]:
   reach); a value <= 0 keeps every pair.
   """
   pegs, walls = peg_geoms(c), hole_geoms(c)
-  pk = "capsule" if c.kind == "round" else "box"
   pairs = []
   for p in pegs:
-    px0, py0, px1, py1 = _footprint(p, pk)
+    px0, py0, px1, py1 = _footprint(p)
     for w in walls:
-      wx0, wy0, wx1, wy1 = _footprint(w, "box")
+      wx0, wy0, wx1, wy1 = _footprint(w)
       gap = max(wx0 - px1, px0 - wx1, wy0 - py1, py0 - wy1)
       if prune_margin <= 0 or gap < prune_margin:
         pairs.append((p.name, w.name))
@@ -276,6 +291,11 @@ def build_mjcf(c, phys: PhysicsSpec = PhysicsSpec()) -> str:
       f'    <geom name="floor" type="plane" pos="0 0 {-c.hole_depth:.6g}" size="0.1 0.1 0.01" rgba="0.5 0.5 0.5 1"/>',
   ]
   for w in walls:
+    if w.kind == "capsule":
+      x, y, z = w.pos
+      lines.append(f'    <geom name="{w.name}" type="capsule" fromto="{_f(x, y, z - w.size[1], x, y, z + w.size[1])}" '
+                   f'size="{w.size[0]:.6g}" rgba="0.55 0.6 0.7 0.45"/>')
+      continue
     q = _f(math.cos(w.yaw / 2), 0, 0, math.sin(w.yaw / 2))
     lines.append(f'    <geom name="{w.name}" type="box" pos="{_f(*w.pos)}" size="{_f(*w.size)}" quat="{q}" '
                  'rgba="0.55 0.6 0.7 0.45"/>')

@@ -68,8 +68,12 @@ class PegInHoleGymEnv(gym.Env):
     for _ in range(spec.substeps):
       mujoco.mj_step(self.mj_model, self.data)
       acc += self.data.qfrc_constraint
-      if self.data.ncon:
-        pen = max(pen, -float(self.data.contact.dist[: self.data.ncon].min()))
+      n = self.data.ncon
+      if n:
+        con = self.data.contact
+        walls = (con.geom1[:n] != self.model.floor_id) & (con.geom2[:n] != self.model.floor_id)
+        if walls.any():
+          pen = max(pen, -float(con.dist[:n][walls].min()))
     wrench = acc / spec.substeps
     self.t += 1
     reward, done, success, failure, depth, force = task.reward_and_done(

@@ -76,6 +76,10 @@ class Checkpointer:
       raise CorruptCheckpoint("checksum mismatch")
     return out.state, out.meta
 
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata of `step` alone (e.g. to learn the state's structure before restoring it)."""
+    return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
   def restore_latest(self, abstract_state):
     """(step, state, meta) of the newest intact checkpoint, or None. Corrupt ones are reported and skipped."""
     for step in reversed(self.steps()):

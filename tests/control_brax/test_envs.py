@@ -40,16 +40,17 @@ def test_random_actions_stay_finite_and_penetration_below_clearance(peg):
       s = wrapped.step(s, jax.random.uniform(k, (batch, env.action_size), minval=-1, maxval=1))
       qpos = s.pipeline_state.data.qpos
       return s, (jnp.all(jnp.isfinite(qpos)) & jnp.all(jnp.isfinite(s.obs)), s.metrics["penetration"].max(),
-                 s.done.sum(), s.metrics["success"].sum())
+                 s.done.sum(), s.metrics["success"].sum(), s.metrics["floor_penetration"].max())
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))[1]
 
-  finite, pen, dones, successes = map(np.asarray, run(state, jax.random.PRNGKey(1)))
+  finite, pen, dones, successes, floor_pen = map(np.asarray, run(state, jax.random.PRNGKey(1)))
   assert batch * steps >= 10_000
   assert finite.all()
   assert dones.sum() > batch  # episodes ended and auto-reset
   clearance = load_peg(peg).clearance
-  print(f"{peg}: max penetration {pen.max() * 1e3:.3f} mm (clearance {clearance * 1e3:.2f} mm), "
+  print(f"{peg}: max penetration into the walls {pen.max() * 1e3:.3f} mm (clearance {clearance * 1e3:.2f} mm), "
+        f"into the floor {floor_pen.max() * 1e3:.3f} mm, "
         f"{int(dones.sum())} episodes ended, {int(successes.sum())} inserted")
   assert pen.max() < clearance
 

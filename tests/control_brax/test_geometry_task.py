@@ -51,11 +51,21 @@ def test_clearance_between_peg_and_walls(name):
   assert d_min == pytest.approx(peg.clearance, abs=1e-9)
 
 
-def test_round_hole_ring_is_tangent_at_clearance():
+def test_round_hole_ring_clearance_and_scallop():
+  """Rays from the axis: where each first meets a wall capsule, minus the peg's radius (the radial gap)."""
   peg = load_peg("round")
-  for w in geometry.hole_geoms(peg):
-    inner = math.hypot(w.pos[0], w.pos[1]) - w.size[0]
-    assert inner == pytest.approx(peg.radius + peg.clearance, abs=1e-9)
+  walls = geometry.hole_geoms(peg)
+  angles = np.linspace(0, 2 * np.pi, 3601)
+  ux, uy = np.cos(angles), np.sin(angles)
+  hits = []
+  for w in walls:
+    proj = ux * w.pos[0] + uy * w.pos[1]
+    disc = proj**2 - (w.pos[0] ** 2 + w.pos[1] ** 2) + w.size[0] ** 2
+    hits.append(np.where((disc >= 0) & (proj > 0), proj - np.sqrt(np.maximum(disc, 0)), np.inf))
+  gaps = np.min(hits, axis=0) - peg.radius
+  assert gaps.min() == pytest.approx(peg.clearance, abs=1e-6)
+  assert gaps.max() == pytest.approx(peg.clearance + geometry.ring_scallop(peg), abs=2e-5)
+  assert geometry.ring_scallop(peg) < peg.clearance
 
 
 def test_pruning_only_drops_far_pairs():

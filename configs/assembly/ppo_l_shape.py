@@ -1,0 +1,15 @@
+"""PPO + compliance on the L-shaped peg over its evaluation distribution (the RL issue's target run).
+
+    python -m control_brax.train --config=configs/assembly/ppo_l_shape.py --workdir=runs/ppo_l_shape
+"""
+
+from control_brax.rl.config import base_rl_config
+
+
+def get_config():
+  c = base_rl_config("ppo")
+  c.env.peg = "l_shape"
+  c.train.total_env_steps = 1_000_000
+  c.train.eval_every_steps = 40_960
+  c.train.target_success = 0.0
+  return c

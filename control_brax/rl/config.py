@@ -1,0 +1,119 @@
+"""RL run configs: sections `env`, `algo`, `ppo`, `ddpg`, `train`, `pead` (schemas, defaults, validation).
+
+`configs/assembly/{ppo_square,ppo_l_shape,ddpg_l_shape}.py` start from
+`base_rl_config()` and change what differs. Step counts are environment steps
+(one policy step of one world).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from confspec import ConfigError, Field, validate
+from control_brax.config import ENV_SCHEMA, base_env_config, parse_axes, parse_groups, validate_env
+
+_POS = dict(lo=1)
+
+PPO_SCHEMA = {
+    "num_envs": Field(int, **_POS), "rollout_len": Field(int, **_POS), "epochs": Field(int, **_POS),
+    "minibatches": Field(int, **_POS), "learning_rate": Field(float, lo=0, lo_open=True, hi=1),
+    "gamma": Field(float, lo=0, hi=1), "gae_lambda": Field(float, lo=0, hi=1),
+    "clip_eps": Field(float, lo=0, lo_open=True, hi=1), "ent_coef": Field(float, lo=0),
+    "vf_coef": Field(float, lo=0), "max_grad_norm": Field(float, lo=0, lo_open=True),
+    "hidden": Field(str, doc="comma-separated hidden widths, e.g. '64,64'"),
+    "init_log_std": Field(float, lo=-5, hi=1), "normalize_obs": Field(bool),
+    "reward_scale": Field(float, lo=0, lo_open=True),
+}
+
+DDPG_SCHEMA = {
+    "num_envs": Field(int, **_POS), "steps_per_iteration": Field(int, **_POS, doc="env steps per world per iteration"),
+    "updates_per_iteration": Field(int, **_POS), "batch_size": Field(int, **_POS),
+    "buffer_size": Field(int, **_POS), "warmup_steps": Field(int, lo=0, doc="random-action env steps before learning"),
+    "actor_lr": Field(float, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, lo=0, lo_open=True, hi=1),
+    "gamma": Field(float, lo=0, hi=1), "tau": Field(float, lo=0, lo_open=True, hi=1),
+    "exploration_noise": Field(float, lo=0), "hidden": Field(str),
+    "td3": Field(bool, doc="twin critics, delayed actor updates, target policy smoothing"),
+    "policy_delay": Field(int, **_POS), "target_noise": Field(float, lo=0), "target_noise_clip": Field(float, lo=0),
+    "normalize_obs": Field(bool), "reward_scale": Field(float, lo=0, lo_open=True),
+}
+
+TRAIN_SCHEMA = {
+    "total_env_steps": Field(int, **_POS, doc="budget per seed"),
+    "eval_every_steps": Field(int, **_POS), "eval_envs": Field(int, **_POS, doc="evaluation episodes per evaluation"),
+    "checkpoint_every_steps": Field(int, **_POS), "keep_checkpoints": Field(int, **_POS),
+    "seed": Field(int, lo=0), "num_seeds": Field(int, **_POS, doc="independent seeds vmapped in one program"),
+    "target_success": Field(float, lo=0, hi=1, doc="stop when every seed's eval success reaches this (0 = never)"),
+    "max_wall_s": Field(float, lo=0, doc="stop after this much training time (0 = no limit)"),
+}
+
+PEAD_SCHEMA = {
+    "enabled": Field(bool),
+    "stages": Field(str, doc="'|'-separated action groupings, coarse to fine; the last is used for the rest"),
+    "switch": Field(str, choices=("steps", "plateau")),
+    "switch_steps": Field(str, doc="comma-separated env steps at which to move to the next stage"),
+    "plateau_patience": Field(int, **_POS, doc="evaluations without improvement before switching"),
+    "plateau_min_delta": Field(float, lo=0, doc="eval return improvement that counts"),
+}
+
+SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, choices=("ppo", "ddpg")), "ppo": PPO_SCHEMA, "ddpg": DDPG_SCHEMA,
+          "train": TRAIN_SCHEMA, "pead": PEAD_SCHEMA}
+
+
+def base_rl_config(algo: str = "ppo") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.env = base_env_config()
+  c.algo = algo
+  c.ppo = ml_collections.ConfigDict(dict(
+      num_envs=128, rollout_len=32, epochs=4, minibatches=4, learning_rate=3e-4, gamma=0.99, gae_lambda=0.95,
+      clip_eps=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, hidden="64,64", init_log_std=-0.5,
+      normalize_obs=True, reward_scale=0.1))
+  c.ddpg = ml_collections.ConfigDict(dict(
+      num_envs=32, steps_per_iteration=8, updates_per_iteration=32, batch_size=256, buffer_size=200_000,
+      warmup_steps=5000, actor_lr=3e-4, critic_lr=3e-4, gamma=0.99, tau=0.005, exploration_noise=0.2,
+      hidden="64,64", td3=True, policy_delay=2, target_noise=0.2, target_noise_clip=0.5, normalize_obs=True,
+      reward_scale=0.1))
+  c.train = ml_collections.ConfigDict(dict(
+      total_env_steps=1_000_000 if algo == "ppo" else 300_000, eval_every_steps=50_000, eval_envs=256,
+      checkpoint_every_steps=100_000, keep_checkpoints=2, seed=0, num_seeds=1, target_success=0.0, max_wall_s=0.0))
+  c.pead = ml_collections.ConfigDict(dict(
+      enabled=False, stages="x,y;z;rx,ry;rz|", switch="steps", switch_steps="", plateau_patience=3,
+      plateau_min_delta=0.5))
+  return c
+
+
+def pead_stages(c) -> list[str]:
+  """The `env.action_groups` of each stage ('' = one output per axis); just the env's own without PEAD."""
+  if not c.pead.enabled:
+    return [c.env.action_groups]
+  return [s.strip() for s in c.pead.stages.split("|")]
+
+
+def _check(c) -> None:
+  validate_env(c.env)
+  if c.algo == "ppo" and (c.ppo.num_envs * c.ppo.rollout_len) % c.ppo.minibatches:
+    raise ConfigError("ppo.minibatches: must divide ppo.num_envs x ppo.rollout_len")
+  if not c.pead.enabled:
+    return
+  dims = parse_axes(c.env.action_dims, "env.action_dims")
+  stages = pead_stages(c)
+  if len(stages) < 2:
+    raise ConfigError("pead.stages: needs at least two stages separated by '|'")
+  prev = None
+  for s in stages:
+    groups = parse_groups(s, dims, "pead.stages")
+    if prev is not None and not all(any(set(g) <= set(p) for p in prev) for g in groups):
+      raise ConfigError(f"pead.stages: {s!r} must refine the previous stage (each group inside one earlier group)")
+    prev = groups
+  if c.pead.switch == "steps":
+    try:
+      at = [int(x) for x in c.pead.switch_steps.split(",") if x.strip()]
+    except ValueError as e:
+      raise ConfigError(f"pead.switch_steps: {c.pead.switch_steps!r} must be comma-separated integers") from e
+    if len(at) != len(stages) - 1 or at != sorted(at):
+      raise ConfigError(f"pead.switch_steps: needs {len(stages) - 1} increasing env-step counts, one per switch")
+
+
+def validate_rl(c) -> ml_collections.ConfigDict:
+  validate(c, SCHEMA)
+  _check(c)
+  return c

@@ -1,0 +1,296 @@
+"""`python -m control_brax.train --config=F --workdir=D`: train PPO or DDPG/TD3 on an assembly env (resumable).
+
+Writes D/config.json, D/metrics.jsonl (training lines: step, env_steps, reward,
+losses; evaluation lines: step, env_steps, eval_success_rate, eval_return,
+eval_peak_force_n, eval_insertion_time_s, wall_s, per-seed lists),
+TensorBoard events under D/tb, checkpoints under D/checkpoints, and
+D/learning_curve.png; prints a JSON summary as the last line. Re-running the
+same command resumes from the newest intact checkpoint exactly (the whole train
+state, env worlds and RNG included, is checkpointed).
+
+`train.num_seeds` independent seeds run vmapped inside one compiled program;
+`step` counts training iterations and `env_steps` environment steps per seed.
+With `pead.enabled` the run moves through `pead.stages` (control_brax.pead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from control_brax.envs import PegInHoleEnv
+from control_brax.pead import extend_ddpg, extend_ppo, group_index
+from control_brax.rl import ddpg, ppo, rollout
+from control_brax.rl.config import pead_stages, validate_rl
+from pangu_jax.train.checkpoint import Checkpointer
+from pangu_jax.train.metrics import MetricsWriter, read_metrics
+
+
+def stage_env(cfg, stage: int):
+  env_cfg = ml_collections.ConfigDict(cfg.env.to_dict())
+  env_cfg.action_groups = pead_stages(cfg)[stage]
+  return PegInHoleEnv(env_cfg)
+
+
+def make_algo(cfg, env):
+  return ppo.make(env, cfg.ppo) if cfg.algo == "ppo" else ddpg.make(env, cfg.ddpg)
+
+
+class Runner:
+  """The compiled pieces of one PEAD stage: seed-vmapped init, iteration and evaluation."""
+
+  def __init__(self, cfg, stage: int):
+    self.cfg, self.stage = cfg, stage
+    self.env = stage_env(cfg, stage)
+    self.algo = make_algo(cfg, self.env)
+    n_seeds, n_eval = cfg.train.num_seeds, cfg.train.eval_envs
+    self.keys = jax.random.split(jax.random.PRNGKey(cfg.train.seed), n_seeds)
+    self.init = jax.jit(jax.vmap(self.algo.init))
+    self.iteration = jax.jit(jax.vmap(self.algo.iteration))
+
+    def evaluate(params, stats, key):
+      return rollout.evaluate(self.env, lambda obs: self.algo.act(params, stats, obs), key, n_eval)
+
+    self.evaluate = jax.jit(jax.vmap(evaluate))
+
+  def abstract(self):
+    return jax.eval_shape(self.init, self.keys)
+
+
+def pack(state):
+  """The state's non-empty leaves as a list (orbax refuses zero-size arrays, which MJX data has)."""
+  return [x for x in jax.tree.leaves(state) if x.size]
+
+
+def unpack(leaves, abstract):
+  """Inverse of `pack` given the state's abstract structure."""
+  it = iter(leaves)
+  flat, treedef = jax.tree.flatten(abstract)
+  return jax.tree.unflatten(treedef, [jnp.zeros(a.shape, a.dtype) if not a.size else next(it) for a in flat])
+
+
+_RUNNERS: dict = {}
+
+
+def get_runner(cfg, stage: int) -> Runner:
+  """A Runner per (everything its compiled functions depend on, stage), reused within a process."""
+  key = json.dumps([cfg.env.to_dict(), cfg.algo, cfg[cfg.algo].to_dict(), cfg.pead.to_dict(), cfg.train.num_seeds,
+                    cfg.train.eval_envs, cfg.train.seed, stage], sort_keys=True)
+  if key not in _RUNNERS:
+    if len(_RUNNERS) >= 4:
+      _RUNNERS.pop(next(iter(_RUNNERS)))
+    _RUNNERS[key] = Runner(cfg, stage)
+  return _RUNNERS[key]
+
+
+def _extend(cfg, ts, old_stage: int, new_stage: int, env):
+  stages = pead_stages(cfg)
+  index, counts = group_index(cfg.env.action_dims, stages[old_stage], stages[new_stage])
+  if cfg.algo == "ppo":
+    params, opt = jax.vmap(lambda p, o: extend_ppo(p, o, index))(ts.params, ts.opt_state)
+  else:
+    params, opt = jax.vmap(lambda p, o: extend_ddpg(p, o, index, counts, env.observation_size))(
+        ts.params, ts.opt_state)
+    ts = ts.replace(buffer=jax.vmap(lambda b: ddpg.extend_buffer(b, index))(ts.buffer))
+  return ts.replace(params=params, opt_state=opt)
+
+
+def _plot(workdir: str) -> str | None:
+  try:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+  except ImportError:
+    return None
+  evals = [r for r in read_metrics(workdir) if "eval_success_rate" in r]
+  if not evals:
+    return None
+  x = np.array([r["env_steps"] for r in evals])
+  fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+  per_seed = np.array([r.get("eval_success_rate_per_seed", [r["eval_success_rate"]]) for r in evals])
+  for s in range(per_seed.shape[1]):
+    a1.plot(x, per_seed[:, s], lw=0.8, alpha=0.6)
+  a1.plot(x, per_seed.mean(1), color="k", lw=2, label="mean over seeds")
+  a1.set_xlabel("env steps per seed")
+  a1.set_ylabel("eval success rate")
+  a1.set_ylim(-0.02, 1.02)
+  a1.legend(fontsize=8)
+  a2.plot(x, [r["eval_return"] for r in evals], color="tab:green")
+  a2.set_xlabel("env steps per seed")
+  a2.set_ylabel("eval return")
+  for r0, r1 in zip(evals[:-1], evals[1:]):
+    if r1.get("stage", 0) != r0.get("stage", 0):
+      for a in (a1, a2):
+        a.axvline(r1["env_steps"], ls="--", color="gray", lw=0.8)
+  fig.tight_layout()
+  path = os.path.join(workdir, "learning_curve.png")
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def train(cfg, workdir: str, log=None, progress: bool = True) -> dict:
+  """Trains (or resumes) under `workdir`; returns the summary printed as JSON by the binary."""
+  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+  cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
+  os.makedirs(workdir, exist_ok=True)
+  cfg_path = os.path.join(workdir, "config.json")
+  if os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      saved = json.load(f)
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+      log(f"note: {cfg_path} differs from this config; the new config is used and saved")
+  with open(cfg_path, "w") as f:
+    json.dump(cfg.to_dict(), f, indent=1)
+
+  tc = cfg.train
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log)
+  stages = pead_stages(cfg)
+  switch_at = [int(x) for x in cfg.pead.switch_steps.split(",") if x.strip()] if cfg.pead.enabled else []
+
+  # Resume: the stage is in the newest checkpoint's metadata (it fixes the state's shapes).
+  stage, ts, meta = 0, None, {}
+  for step in reversed(ckpt.steps()):
+    try:
+      stage = int(ckpt.read_meta(step).get("stage", 0))
+      break
+    except Exception:  # noqa: BLE001 - an unreadable step is handled (deleted) by restore_latest below
+      continue
+  runner = get_runner(cfg, stage)
+  abstract = runner.abstract()
+  got = ckpt.restore_latest(pack(abstract)) if ckpt.steps() else None
+  if got is not None:
+    it, leaves, meta = got
+    ts = unpack(leaves, abstract)
+    log(f"resumed from iteration {it} (stage {stage}, {int(np.asarray(ts.env_steps)[0])} env steps per seed)")
+  else:
+    it = 0
+    t0 = time.time()
+    ts = runner.init(runner.keys)
+    log(f"initialised {tc.num_seeds} seed(s) of {cfg.algo} on {cfg.env.peg} in {time.time() - t0:.1f} s")
+  wall = float(meta.get("wall_s", 0.0))
+  best_return = float(meta.get("best_return", -np.inf))
+  stale = int(meta.get("stale_evals", 0))
+  writer = MetricsWriter(workdir, resume_step=it)
+  per_it = runner.algo.steps_per_iteration
+  next_eval = (int(meta.get("next_eval", tc.eval_every_steps)))
+  next_ckpt = (int(meta.get("next_ckpt", tc.checkpoint_every_steps)))
+  status, last_eval = "budget", None
+  bar = None
+  if progress:
+    try:
+      from tqdm import tqdm  # noqa: PLC0415
+
+      bar = tqdm(total=tc.total_env_steps, initial=int(np.asarray(ts.env_steps)[0]), unit="step",
+                 desc=f"{cfg.algo} {cfg.env.peg}", file=sys.stderr, dynamic_ncols=True)
+    except ImportError:
+      bar = None
+
+  saved_at = [it if got is not None else -1]
+
+  def save():
+    if saved_at[0] == it:
+      return
+    saved_at[0] = it
+    state_meta = {"stage": stage, "wall_s": wall, "best_return": best_return, "stale_evals": stale,
+                  "next_eval": next_eval, "next_ckpt": next_ckpt}
+    ckpt.save(it, pack(ts), state_meta)
+
+  while True:
+    env_steps = int(np.asarray(ts.env_steps)[0])
+    if env_steps >= tc.total_env_steps:
+      break
+    if tc.max_wall_s and wall >= tc.max_wall_s:
+      status = "wall_time"
+      break
+    t0 = time.time()
+    ts, m = runner.iteration(ts)
+    m = jax.device_get(m)
+    it += 1
+    wall += time.time() - t0
+    env_steps = int(np.asarray(ts.env_steps)[0])
+    if bar is not None:
+      bar.update(per_it)
+    if it % 10 == 0 or it == 1:
+      writer.write({"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
+                    **{k: float(np.mean(v)) for k, v in m.items()}})
+    if env_steps >= next_eval or env_steps >= tc.total_env_steps:
+      next_eval += tc.eval_every_steps
+      t0 = time.time()
+      ev = jax.device_get(runner.evaluate(ts.params, ts.obs_stats, jax.random.split(jax.random.PRNGKey(10_000 + it),
+                                                                                    tc.num_seeds)))
+      eval_s = time.time() - t0
+      last_eval = {"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
+                   "eval_success_rate": float(np.mean(ev["success_rate"])),
+                   "eval_success_rate_per_seed": [float(x) for x in ev["success_rate"]],
+                   "eval_return": float(np.mean(ev["return"])),
+                   "eval_peak_force_n": float(np.mean(ev["peak_force_n"])),
+                   "eval_insertion_time_s": float(np.nanmean(ev["insertion_time_s"]))
+                   if np.isfinite(ev["insertion_time_s"]).any() else None,
+                   "eval_return_per_seed": [float(x) for x in ev["return"]],
+                   "eval_peak_force_n_per_seed": [float(x) for x in ev["peak_force_n"]],
+                   "eval_episodes": int(np.sum(ev["episodes"])), "eval_s": eval_s}
+      writer.write(last_eval)
+      if bar is not None:
+        bar.set_postfix(success=f"{last_eval['eval_success_rate']:.2f}", stage=stage)
+      else:
+        log(f"env steps {env_steps}: eval success {last_eval['eval_success_rate']:.3f}, "
+            f"return {last_eval['eval_return']:.2f}")
+      ret = last_eval["eval_return"]
+      stale = 0 if ret > best_return + cfg.pead.plateau_min_delta else stale + 1
+      best_return = max(best_return, ret)
+      if tc.target_success and min(last_eval["eval_success_rate_per_seed"]) >= tc.target_success:
+        status = "target_reached"
+        save()
+        break
+      # PEAD switch
+      if stage + 1 < len(stages):
+        due = (env_steps >= switch_at[stage]) if cfg.pead.switch == "steps" else (stale >= cfg.pead.plateau_patience)
+        if due:
+          stage += 1
+          runner = get_runner(cfg, stage)
+          ts = _extend(cfg, ts, stage - 1, stage, runner.env)
+          stale, best_return = 0, -np.inf
+          log(f"PEAD: stage {stage} ({stages[stage] or 'one output per axis'}) at {env_steps} env steps")
+          writer.write({"step": it, "env_steps": env_steps, "pead_switch_to_stage": stage})
+    if env_steps >= next_ckpt:
+      next_ckpt += tc.checkpoint_every_steps
+      save()
+  if bar is not None:
+    bar.close()
+  save()
+  ckpt.close()
+  writer.close()
+  plot = _plot(workdir)
+  summary = {"status": status, "iterations": it, "env_steps": int(np.asarray(ts.env_steps)[0]), "stage": stage,
+             "wall_s": wall, "learning_curve": plot}
+  if last_eval is not None:
+    summary.update({k: last_eval[k] for k in ("eval_success_rate", "eval_return", "eval_peak_force_n",
+                                               "eval_insertion_time_s", "eval_success_rate_per_seed")})
+  return summary
+
+
+if __name__ == "__main__":
+  from absl import flags
+  from ml_collections import config_flags
+
+  import confspec
+
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file (configs/assembly/*.py).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints); re-run to resume.")
+  _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def main(argv):
+    del argv
+    print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
+
+  confspec.run(main)

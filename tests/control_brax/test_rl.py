@@ -1,0 +1,139 @@
+"""RL pieces against independent references: GAE, running stats, PEAD extension, exact resume of the driver."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from control_brax.config import base_env_config
+from control_brax.envs import PegInHoleEnv
+from control_brax.pead import extend_ddpg, extend_policy, group_index
+from control_brax.rl import ddpg, networks, ppo
+from control_brax.rl.config import base_rl_config
+from control_brax.rl.normalize import init_stats, update_stats
+from pangu_jax.train.metrics import read_metrics
+
+
+def test_gae_matches_naive_loop():
+  rng = np.random.default_rng(0)
+  t, n, gamma, lam = 7, 3, 0.97, 0.9
+  r, v = rng.normal(size=(t, n)), rng.normal(size=(t, n))
+  d = (rng.random((t, n)) < 0.3).astype(float)
+  last = rng.normal(size=n)
+  got = np.asarray(ppo.gae_advantages(jnp.asarray(r), jnp.asarray(v), jnp.asarray(d), jnp.asarray(last), gamma, lam))
+  want = np.zeros((t, n))
+  for j in range(n):
+    adv = 0.0
+    for i in reversed(range(t)):
+      nv = last[j] if i == t - 1 else v[i + 1, j]
+      delta = r[i, j] + gamma * nv * (1 - d[i, j]) - v[i, j]
+      adv = delta + gamma * lam * (1 - d[i, j]) * adv
+      want[i, j] = adv
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_running_stats_match_numpy():
+  rng = np.random.default_rng(1)
+  batches = [rng.normal(3.0, 2.0, size=(50, 4)) for _ in range(5)]
+  s = init_stats(4)
+  for b in batches:
+    s = update_stats(s, jnp.asarray(b))
+  allx = np.concatenate(batches)
+  np.testing.assert_allclose(s.mean, allx.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(s.var, allx.var(0), rtol=1e-3)
+
+
+def _env(groups, **over):
+  c = base_env_config()
+  c.peg = "l_shape"
+  c.action_groups = groups
+  c.update(over)
+  return PegInHoleEnv(c)
+
+
+@pytest.mark.parametrize("old,new", [("x,y;z;rx,ry;rz", ""), ("x,y,z;rx,ry,rz", "x,y;z;rx,ry;rz")])
+def test_pead_extension_preserves_actions_and_dynamics(old, new):
+  """Same observations -> the extended policy's actions drive the env exactly as the grouped policy's did."""
+  env_old, env_new = _env(old), _env(new)
+  index, counts = group_index("x,y,z,rx,ry,rz", old, new)
+  pol = networks.init_policy(jax.random.PRNGKey(0), env_old.observation_size, env_old.action_size, (16, 16))
+  pol["mean"][-1]["w"] = jax.random.normal(jax.random.PRNGKey(1), pol["mean"][-1]["w"].shape)  # not near zero
+  ext = extend_policy(pol, index)
+  obs = jax.random.normal(jax.random.PRNGKey(2), (32, env_old.observation_size))
+  a_old, a_new = networks.policy_mean(pol, obs), networks.policy_mean(ext, obs)
+  np.testing.assert_array_equal(np.asarray(a_new), np.asarray(a_old[:, jnp.asarray(index)]))
+  np.testing.assert_array_equal(np.asarray(ext["log_std"]), np.asarray(pol["log_std"][jnp.asarray(index)]))
+  # through the env: one step from the same state gives the same physics
+  s0 = env_old.reset(jax.random.PRNGKey(3))
+  s_old = jax.jit(env_old.step)(s0, a_old[0])
+  s_new = jax.jit(env_new.step)(s0, a_new[0])
+  np.testing.assert_allclose(np.asarray(s_new.pipeline_state.data.qpos), np.asarray(s_old.pipeline_state.data.qpos),
+                             atol=1e-7)
+  np.testing.assert_allclose(np.asarray(s_new.pipeline_state.rl), np.asarray(s_old.pipeline_state.rl), atol=1e-9)
+
+
+def test_pead_extension_preserves_ddpg_actor_and_critic():
+  old, new = "x,y;z;rx,ry;rz", ""
+  env_old, env_new = _env(old), _env(new)
+  index, counts = group_index("x,y,z,rx,ry,rz", old, new)
+  cfg = base_rl_config("ddpg").ddpg
+  cfg.num_envs, cfg.buffer_size = 2, 16
+  algo = ddpg.make(env_old, cfg)
+  ts = algo.init(jax.random.PRNGKey(0))
+  params, _ = extend_ddpg(ts.params, ts.opt_state, index, counts, env_old.observation_size)
+  algo_new = ddpg.make(env_new, cfg)
+  obs = jax.random.normal(jax.random.PRNGKey(1), (16, env_old.observation_size))
+  stats = ts.obs_stats
+  a_old = algo.act(ts.params, stats, obs)
+  a_new = algo_new.act(params, stats, obs)
+  np.testing.assert_allclose(np.asarray(a_new), np.asarray(a_old[:, jnp.asarray(index)]), atol=1e-6)
+  x = jnp.concatenate([obs, a_old], -1)
+  x_new = jnp.concatenate([obs, a_new], -1)
+  for c_old, c_new in zip(ts.params["critics"], params["critics"]):
+    np.testing.assert_allclose(np.asarray(networks.mlp(c_new, x_new, jax.nn.relu)),
+                               np.asarray(networks.mlp(c_old, x, jax.nn.relu)), atol=1e-5)
+
+
+def _tiny(algo="ppo", **train):
+  c = base_rl_config(algo)
+  c.env.peg = "square"
+  c.env.episode_steps = 20
+  c.ppo.update(num_envs=8, rollout_len=8, minibatches=2, epochs=2, hidden="16,16")
+  c.ddpg.update(num_envs=4, steps_per_iteration=4, updates_per_iteration=4, batch_size=16, buffer_size=512,
+                warmup_steps=32, hidden="16,16")
+  c.train.update(total_env_steps=256, eval_every_steps=128, eval_envs=8, checkpoint_every_steps=128, num_seeds=2)
+  c.train.update(train)
+  return c
+
+
+def _leaves(workdir, cfg):
+  from control_brax.evaluate import load_agent
+
+  _, ts = load_agent(cfg, str(workdir))
+  return [np.asarray(x) for x in jax.tree.leaves(ts.params)]
+
+
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("ddpg", marks=pytest.mark.slow)])
+def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo):
+  """A run interrupted after its first checkpoint and resumed ends with the same weights as an uninterrupted one."""
+  from control_brax.train import train
+
+  cfg = _tiny(algo)
+  cfg.pead.update(enabled=True, stages="x,y;z;rx,ry;rz|", switch="steps", switch_steps="128")
+  full = train(cfg, str(tmp_path / "full"), progress=False, log=lambda m: None)
+  assert full["env_steps"] == 256 and full["stage"] == 1
+  half = ml_collections.ConfigDict(cfg.to_dict())
+  half.train.total_env_steps = 128
+  train(half, str(tmp_path / "split"), progress=False, log=lambda m: None)
+  resumed = train(cfg, str(tmp_path / "split"), progress=False, log=lambda m: None)
+  assert resumed["env_steps"] == 256 and resumed["stage"] == 1
+  for a, b in zip(_leaves(tmp_path / "full", cfg), _leaves(tmp_path / "split", cfg)):
+    np.testing.assert_array_equal(a, b)
+  evals = [r for r in read_metrics(str(tmp_path / "split")) if "eval_success_rate" in r]
+  assert evals and all(0.0 <= r["eval_success_rate"] <= 1.0 for r in evals)
+  assert {"step", "env_steps", "eval_success_rate", "eval_return"} <= set(evals[-1])
+  assert any("pead_switch_to_stage" in r for r in read_metrics(str(tmp_path / "full")))
+  json.dumps(full)
