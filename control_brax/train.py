@@ -81,8 +81,8 @@ _RUNNERS: dict = {}
 
 def get_runner(cfg, stage: int) -> Runner:
   """A Runner per (everything its compiled functions depend on, stage), reused within a process."""
-  key = json.dumps([cfg.env.to_dict(), cfg.algo, cfg[cfg.algo].to_dict(), cfg.pead.to_dict(), cfg.train.num_seeds,
-                    cfg.train.eval_envs, cfg.train.seed, stage], sort_keys=True)
+  key = json.dumps([cfg.env.to_dict(), cfg.algo, cfg[cfg.algo].to_dict(), pead_stages(cfg)[stage],
+                    cfg.train.num_seeds, cfg.train.eval_envs, cfg.train.seed], sort_keys=True)
   if key not in _RUNNERS:
     if len(_RUNNERS) >= 4:
       _RUNNERS.pop(next(iter(_RUNNERS)))

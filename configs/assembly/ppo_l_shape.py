@@ -11,5 +11,5 @@ def get_config():
   c.env.peg = "l_shape"
   c.train.total_env_steps = 1_000_000
   c.train.eval_every_steps = 40_960
-  c.train.target_success = 0.0
+  c.train.target_success = 0.95  # stop once every seed's evaluation success reaches this (0 = run the budget)
   return c

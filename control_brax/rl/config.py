@@ -117,3 +117,13 @@ def validate_rl(c) -> ml_collections.ConfigDict:
   validate(c, SCHEMA)
   _check(c)
   return c
+
+
+def load_rl_config(path: str) -> ml_collections.ConfigDict:
+  """A validated RL config from a config file (what `--config=` loads, for scripts without absl flags)."""
+  import importlib.util  # noqa: PLC0415
+
+  spec = importlib.util.spec_from_file_location("rl_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return validate_rl(module.get_config())

@@ -137,3 +137,38 @@ def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo):
   assert {"step", "env_steps", "eval_success_rate", "eval_return"} <= set(evals[-1])
   assert any("pead_switch_to_stage" in r for r in read_metrics(str(tmp_path / "full")))
   json.dumps(full)
+
+
+@pytest.mark.slow
+def test_experiment_driver_smoke(tmp_path):
+  """The PEAD experiment driver end to end on a tiny budget: three variants, report, plots, results JSON."""
+  from control_brax import experiment
+
+  exp = experiment.default_config()
+  exp.update(peg="square", algos="ppo", seeds=2, ppo_env_steps=128, evals_per_run=2, eval_envs=8,
+             run_overrides=json.dumps({"env": {"episode_steps": 20},
+                                       "ppo": {"num_envs": 8, "rollout_len": 8, "minibatches": 2, "epochs": 2,
+                                               "hidden": "16,16"}}))
+  res = experiment.run(exp, str(tmp_path), log=lambda m: None, progress=False)
+  assert set(res["results"]) == {f"ppo/{v}" for v in experiment.VARIANTS}
+  for name in ("report.md", "results.json", "learning_curves.png", "steps_to_80.png"):
+    assert (tmp_path / name).exists()
+  with open(tmp_path / "results.json") as f:
+    saved = json.load(f)
+  seeds = saved["results"]["ppo/rl_compliance_pead"]["seeds"]
+  assert len(seeds["final_success_rate"]) == 2
+  # a second call resumes (finished runs do no work) and reproduces the same figures
+  again = experiment.run(exp, str(tmp_path), log=lambda m: None, progress=False)
+  assert again["results"] == res["results"]
+
+
+def test_bootstrap_interval_contains_mean_and_shrinks():
+  from control_brax.experiment import bootstrap_ci
+
+  rng = np.random.default_rng(0)
+  small = bootstrap_ci(rng.normal(1.0, 1.0, 5))
+  large = bootstrap_ci(rng.normal(1.0, 1.0, 500))
+  assert small["ci95"][0] <= small["mean"] <= small["ci95"][1]
+  assert (large["ci95"][1] - large["ci95"][0]) < (small["ci95"][1] - small["ci95"][0])
+  assert abs(large["mean"] - 1.0) < 0.2
+  assert bootstrap_ci([None, None])["mean"] is None
