@@ -25,7 +25,6 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from brax.envs.wrappers import training as brax_wrappers  # noqa: E402
 from timing import best_time  # noqa: E402
 

@@ -22,7 +22,6 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from control_brax.envs import PegInHoleEnv  # noqa: E402
 from control_brax.rl import ppo, rollout  # noqa: E402

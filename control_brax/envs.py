@@ -32,8 +32,8 @@ def physics_spec(env) -> PhysicsSpec:
   """Solver and holder settings of an `env` section."""
   return PhysicsSpec(
       timestep=env.control_dt / env.substeps, iterations=env.solver_iterations, ls_iterations=env.ls_iterations,
-      solref=(env.solref_timeconst, 1.0), solimp=(0.95, 0.99, env.solimp_width), kp_trans=env.kp_trans, kv_trans=env.kv_trans, kp_rot=env.kp_rot,
-      kv_rot=env.kv_rot, prune_margin=env.prune_margin)
+      solref=(env.solref_timeconst, 1.0), solimp=(0.95, 0.99, env.solimp_width), kp_trans=env.kp_trans,
+      kv_trans=env.kv_trans, kp_rot=env.kp_rot, kv_rot=env.kv_rot, prune_margin=env.prune_margin)
 
 
 def penetration(data, floor_id: int) -> tuple[jax.Array, jax.Array]:

@@ -48,8 +48,8 @@ def evaluate(cfg, workdir: str, episodes: int = 256, seed_index: int = 0, key: i
   ev = jax.device_get(fn(jax.random.PRNGKey(key)))
   t = float(ev["insertion_time_s"])
   return {"success_rate": float(ev["success_rate"]), "mean_insertion_time_s": t if np.isfinite(t) else None,
-          "peak_force_n": float(ev["peak_force_n"]), "episodes": int(ev["episodes"]), "mean_return": float(ev["return"]),
-          "stage": runner.stage}
+          "peak_force_n": float(ev["peak_force_n"]), "episodes": int(ev["episodes"]),
+          "mean_return": float(ev["return"]), "stage": runner.stage}
 
 
 if __name__ == "__main__":

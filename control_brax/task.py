@@ -198,7 +198,8 @@ def reward_and_done(spec: TaskSpec, qpos, wrench, prev_depth, t, xp):
   finite = xp.all(xp.isfinite(qpos)) & xp.isfinite(force)
   success = (depth >= 1.0) & finite
   lateral = xp.sqrt(qpos[0] ** 2 + qpos[1] ** 2)
-  failure = (~finite) | (force > spec.force_limit) | (lateral > spec.workspace) | (qpos[2] > spec.z_start + spec.workspace)
+  above = qpos[2] > spec.z_start + spec.workspace
+  failure = (~finite) | (force > spec.force_limit) | (lateral > spec.workspace) | above
   align = lateral / TRANS_SCALE + xp.sqrt(xp.sum(qpos[3:] ** 2)) / ROT_SCALE
   over = xp.maximum(force - spec.force_threshold, 0.0) / max(spec.force_threshold, 1.0)
   reward = (spec.reward_progress * (depth - prev_depth) - spec.reward_align * align - spec.reward_force * over

@@ -4,7 +4,8 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first `import mujoco` (brax imports it)
+# Headless rendering; must precede the first `import mujoco` (brax imports it).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest  # noqa: E402
 
