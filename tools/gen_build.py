@@ -74,6 +74,7 @@ def render() -> str:
   configs = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d, _, fs in os.walk(os.path.join(ROOT, "configs"))
                    for f in fs if f.endswith(".py"))
   parts.append(f'filegroup(\n    name = "configs",\n    srcs = {_list(configs)},\n)\n')
+  parts.append('filegroup(\n    name = "results",\n    srcs = glob(["results/**/*.json"]),\n)\n')
   helpers = ["tests/bazel_pytest.py", "tests/conftest.py", "tests/multidevice.py"]
   for t in sorted(os.listdir(os.path.join(ROOT, "tests"))):
     if t.startswith("test_") and t.endswith(".py"):
@@ -92,7 +93,7 @@ def render() -> str:
           name = f"{sub}_{t[:-3]}"
           parts.append(f'py_test(\n    name = "{name}",\n    srcs = {_list(helpers + [f"tests/{sub}/{t}"])},\n'
                        f'    main = "tests/bazel_pytest.py",\n    args = ["tests/{sub}/{t}"],\n'
-                       f'    data = [":configs"],\n    deps = {_list([":" + lib for lib in libs])},\n'
+                       f'    data = [":configs", ":results"],\n    deps = {_list([":" + lib for lib in libs])},\n'
                        f'    size = "large",\n)\n')
   return "\n".join(parts)
 
