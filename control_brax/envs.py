@@ -148,9 +148,9 @@ class PegInHoleEnv(Env):
                     rng=jax.random.fold_in(ps.rng, t))
     obs = self._observe(ps)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    metrics = {"success": f32(success), "failure": f32(failure), "depth": f32(depth), "force": f32(force),
-               "peak_force": f32(ps.peak_force), "penetration": f32(pen),
-               "floor_penetration": f32(floor_pen)}
+    # dict(state.metrics, ...): wrappers (Brax's EvalWrapper) add their own keys, which must survive a step
+    metrics = dict(state.metrics, success=f32(success), failure=f32(failure), depth=f32(depth), force=f32(force),
+                   peak_force=f32(ps.peak_force), penetration=f32(pen), floor_penetration=f32(floor_pen))
     truncation = f32((t >= spec.episode_steps) & ~success & ~failure)
     info = dict(state.info, truncation=truncation)
     return state.replace(pipeline_state=ps, obs=jnp.nan_to_num(obs), reward=f32(reward), done=f32(done),
