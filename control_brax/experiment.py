@@ -46,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.pead_stages = "x,y;z;rx,ry;rz|"  # translational x/y tied, tilts tied, z and yaw alone; then one output per axis
   c.pead_switch_fraction = 0.25  # switch after this fraction of the budget
   c.success_threshold = 0.8
+  c.notes = ""  # free text printed in the report (e.g. what else shared the machine)
   c.run_overrides = "{}"  # JSON merged into every run's config, e.g. '{"ppo": {"num_envs": 64}}'
   return c
 
@@ -164,6 +165,39 @@ def plots(results: dict, out: str) -> list[str]:
   return [p1, p2]
 
 
+def _compare(a: dict, b: dict, lower_is_better: bool) -> str:
+  """'confirmed' if a beats b with non-overlapping intervals, 'not confirmed' if b beats a so, else 'inconclusive'."""
+  if a["mean"] is None or b["mean"] is None:
+    return "inconclusive (not reached)"
+  (alo, ahi), (blo, bhi) = a["ci95"], b["ci95"]
+  better = ahi < blo if lower_is_better else alo > bhi
+  worse = alo > bhi if lower_is_better else ahi < blo
+  return "confirmed" if better else ("contradicted" if worse else "inconclusive (intervals overlap)")
+
+
+def claims(results: dict) -> list[str]:
+  """One line per claim: PEAD vs RL + compliance, and RL + compliance vs RL alone, per algorithm."""
+  out = []
+  for algo in sorted({k.split("/")[0] for k in results}):
+    get = lambda v: results.get(f"{algo}/{v}", {}).get("summary")  # noqa: E731
+    pead, comp, alone = get("rl_compliance_pead"), get("rl_compliance"), get("rl_alone")
+    if pead and comp:
+      for name, key, low in (("data efficiency (env steps to 80%)", "steps_to_80", True),
+                             ("time efficiency (wall s to 80%)", "wall_s_to_80", True),
+                             ("higher final reward", "final_return", False),
+                             ("more compliant (lower peak force)", "peak_force_n", True)):
+        ratio = ""
+        if pead[key]["mean"] and comp[key]["mean"]:
+          ratio = f" (PEAD / no PEAD = {pead[key]['mean'] / comp[key]['mean']:.2f})"
+        out.append(f"- {algo.upper()}, PEAD {name}: {_compare(pead[key], comp[key], low)}{ratio}")
+    if comp and alone:
+      for name, key, low in (("faster convergence than RL alone (env steps to 80%)", "steps_to_80", True),
+                             ("higher final success than RL alone", "final_success_rate", False),
+                             ("lower peak force than RL alone", "peak_force_n", True)):
+        out.append(f"- {algo.upper()}, RL + compliance {name}: {_compare(comp[key], alone[key], low)}")
+  return out
+
+
 def report(exp, results: dict, out: str) -> str:
   lines = [f"# PEAD experiment on `{exp.peg}`", "",
            f"Budget per seed: PPO {exp.ppo_env_steps:,} env steps, DDPG {exp.ddpg_env_steps:,}; {exp.seeds} seeds "
@@ -176,7 +210,10 @@ def report(exp, results: dict, out: str) -> str:
     lines.append(f"| {key} | {s['reached_80']} | {_fmt(s['steps_to_80'], digits=0)} | "
                  f"{_fmt(s['wall_s_to_80'], digits=0)} | {_fmt(s['final_success_rate'])} | "
                  f"{_fmt(s['final_return'], digits=1)} | {_fmt(s['peak_force_n'], digits=1)} |")
-  lines += ["", "![learning curves](learning_curves.png)", "", "![steps to 80%](steps_to_80.png)", ""]
+  if exp.get("notes"):
+    lines += ["", f"Note: {exp.notes}"]
+  lines += ["", "## The papers' claims against these figures", ""] + claims(results) + [""]
+  lines += ["![learning curves](learning_curves.png)", "", "![steps to 80%](steps_to_80.png)", ""]
   path = os.path.join(out, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))
