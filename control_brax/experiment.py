@@ -179,8 +179,8 @@ def claims(results: dict) -> list[str]:
   """One line per claim: PEAD vs RL + compliance, and RL + compliance vs RL alone, per algorithm."""
   out = []
   for algo in sorted({k.split("/")[0] for k in results}):
-    get = lambda v: results.get(f"{algo}/{v}", {}).get("summary")  # noqa: E731
-    pead, comp, alone = get("rl_compliance_pead"), get("rl_compliance"), get("rl_alone")
+    pead, comp, alone = (results.get(f"{algo}/{v}", {}).get("summary") for v in
+                         ("rl_compliance_pead", "rl_compliance", "rl_alone"))
     if pead and comp:
       for name, key, low in (("data efficiency (env steps to 80%)", "steps_to_80", True),
                              ("time efficiency (wall s to 80%)", "wall_s_to_80", True),
@@ -200,14 +200,14 @@ def claims(results: dict) -> list[str]:
 
 def report(exp, results: dict, out: str) -> str:
   lines = [f"# PEAD experiment on `{exp.peg}`", "",
-           f"Budget per seed: PPO {exp.ppo_env_steps:,} env steps, DDPG {exp.ddpg_env_steps:,}; {exp.seeds} seeds "
-           f"per run; PEAD stages `{exp.pead_stages}` switching at {exp.pead_switch_fraction:.0%} of the budget. "
-           "Mean and 95% bootstrap interval over seeds.", "",
-           "| algo / variant | reached 80% | env steps to 80% | wall s to 80% (all seeds) | final success | "
-           "final return | peak force (N) |", "|---|---|---|---|---|---|---|"]
+           f"{exp.seeds} seeds per run, vmapped in one program; PEAD stages `{exp.pead_stages}` switching at "
+           f"{exp.pead_switch_fraction:.0%} of the budget. Mean and 95% bootstrap interval over seeds.", "",
+           "| algo / variant | budget (env steps per seed) | reached 80% | env steps to 80% "
+           "| wall s to 80% (all seeds) | final success | final return | peak force (N) |",
+           "|---|---|---|---|---|---|---|---|"]
   for key, r in sorted(results.items()):
     s = r["summary"]
-    lines.append(f"| {key} | {s['reached_80']} | {_fmt(s['steps_to_80'], digits=0)} | "
+    lines.append(f"| {key} | {r.get('budget', '?'):,} | {s['reached_80']} | {_fmt(s['steps_to_80'], digits=0)} | "
                  f"{_fmt(s['wall_s_to_80'], digits=0)} | {_fmt(s['final_success_rate'])} | "
                  f"{_fmt(s['final_return'], digits=1)} | {_fmt(s['peak_force_n'], digits=1)} |")
   if exp.get("notes"):
@@ -220,12 +220,31 @@ def report(exp, results: dict, out: str) -> str:
   return path
 
 
+def aggregate(exp, out: str) -> dict:
+  """Results, report and plots over every run under `<out>/runs` (whichever call trained it)."""
+  results = {}
+  for algo in ("ppo", "ddpg"):
+    for variant in VARIANTS:
+      workdir = os.path.join(out, "runs", f"{algo}_{variant}")
+      if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        continue
+      with open(os.path.join(workdir, "config.json")) as f:
+        budget = json.load(f)["train"]["total_env_steps"]
+      seeds = per_seed(workdir, exp.success_threshold)
+      results[f"{algo}/{variant}"] = {"seeds": seeds, "summary": summarize(seeds), "budget": budget}
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({"config": exp.to_dict(), "results": results}, f, indent=1)
+  paths = plots(results, out)
+  rep = report(exp, results, out)
+  return {"results": {k: v["summary"] for k, v in results.items()}, "report": rep, "plots": paths}
+
+
 def run(exp, out: str, log=None, progress: bool = True) -> dict:
+  """Trains (or resumes) the requested runs, then aggregates every run under `out`."""
   from control_brax.train import train  # noqa: PLC0415
 
   log = log or (lambda m: print(m, file=sys.stderr, flush=True))
   os.makedirs(out, exist_ok=True)
-  results = {}
   for algo in [a.strip() for a in exp.algos.split(",") if a.strip()]:
     for variant in [v.strip() for v in exp.variants.split(",") if v.strip()]:
       if variant not in VARIANTS:
@@ -235,13 +254,7 @@ def run(exp, out: str, log=None, progress: bool = True) -> dict:
       log(f"== {algo} / {variant} -> {workdir}")
       summary = train(run_config(exp, algo, variant), workdir, log=log, progress=progress)
       log(f"== {algo} / {variant}: {summary['status']} after {time.time() - t0:.0f} s this session")
-      seeds = per_seed(workdir, exp.success_threshold)
-      results[f"{algo}/{variant}"] = {"seeds": seeds, "summary": summarize(seeds)}
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump({"config": exp.to_dict(), "results": results}, f, indent=1)
-  paths = plots(results, out)
-  rep = report(exp, results, out)
-  return {"results": {k: v["summary"] for k, v in results.items()}, "report": rep, "plots": paths}
+  return aggregate(exp, out)
 
 
 if __name__ == "__main__":
