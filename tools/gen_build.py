@@ -74,7 +74,9 @@ def render() -> str:
   configs = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d, _, fs in os.walk(os.path.join(ROOT, "configs"))
                    for f in fs if f.endswith(".py"))
   parts.append(f'filegroup(\n    name = "configs",\n    srcs = {_list(configs)},\n)\n')
-  parts.append('filegroup(\n    name = "results",\n    srcs = glob(["results/**/*.json"]),\n)\n')
+  results = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d, _, fs in os.walk(os.path.join(ROOT, "results"))
+                   for f in fs if f.endswith(".json") and "/runs/" not in os.path.join(d, f))
+  parts.append(f'filegroup(\n    name = "results",\n    srcs = {_list(results)},\n)\n')
   helpers = ["tests/bazel_pytest.py", "tests/conftest.py", "tests/multidevice.py"]
   for t in sorted(os.listdir(os.path.join(ROOT, "tests"))):
     if t.startswith("test_") and t.endswith(".py"):
