@@ -149,7 +149,8 @@ def test_experiment_driver_smoke(tmp_path):
   from control_brax import experiment
 
   exp = experiment.default_config()
-  exp.update(peg="square", algos="ppo", variants="rl_alone,rl_compliance_pead", seeds=2, ppo_env_steps=128, evals_per_run=2, eval_envs=8,
+  exp.update(peg="square", algos="ppo", variants="rl_alone,rl_compliance_pead", seeds=2, ppo_env_steps=128,
+             evals_per_run=2, eval_envs=8,
              run_overrides=json.dumps({"env": {"episode_steps": 20},
                                        "ppo": {"num_envs": 8, "rollout_len": 8, "minibatches": 2, "epochs": 2,
                                                "hidden": "16,16"}}))
