@@ -143,7 +143,7 @@ def make(env, cfg) -> Algo:
       action = jnp.where(warm, a_rand, jnp.clip(a_pi + noise, -1, 1))
       env_state, tr = rollout.step(env, env_state, action, k_r)
       return env_state, {"obs": obs, "action": action, "reward": tr.reward, "next_obs": tr.obs, "done": tr.done,
-                         "success": tr.metrics["success"]}
+                         "success": tr.metrics.get("success", jnp.zeros_like(tr.reward))}
 
     env_state, traj = jax.lax.scan(env_step, ts.env_state, jax.random.split(k_roll, k_steps))
     flat = jax.tree.map(lambda x: x.reshape((k_steps * n,) + x.shape[2:]), traj)
