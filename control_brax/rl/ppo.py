@@ -117,8 +117,8 @@ def make(env, cfg) -> Algo:
       value = nets.mlp(params["value"], obs)[..., 0]
       env_state, tr = rollout.step(env, env_state, action, k_r)
       out = {"obs": obs, "obs_raw": obs_raw, "action": action, "logp": logp, "value": value,
-             "reward": tr.reward * cfg.reward_scale, "done": tr.done, "success": tr.metrics.get("success", jnp.zeros_like(tr.reward)),
-             "raw_reward": tr.reward}
+             "reward": tr.reward * cfg.reward_scale, "done": tr.done, "raw_reward": tr.reward,
+             "success": tr.metrics.get("success", jnp.zeros_like(tr.reward))}
       return env_state, out
 
     env_state, traj = jax.lax.scan(env_step, ts.env_state, jax.random.split(k_roll, t_len))
