@@ -1,8 +1,10 @@
 """Offscreen rendering of an episode: an image strip and force/depth-against-time plots.
 
     python -m control_brax.render --peg=l_shape --out=DIR [--seed=0] [--error_scale=1]
+    python -m control_brax.render --workdir=D --out=DIR     (a trained agent in its env; --config=F overrides
+                                                            the run's saved config.json)
 
-Runs the scripted controller (or any policy: `trace_episode(policy=...)`) on the
+Runs the scripted controller (or a trained agent, or any policy: `trace_episode(policy=...)`) on the
 C engine, which renders through MuJoCo's EGL backend headless (`MUJOCO_GL=egl`,
 set by `control_brax/__init__.py` unless already set; `MUJOCO_GL=osmesa` with
 Debian's libosmesa6 is the fallback). Writes `episode_strip.png` and
@@ -82,17 +84,46 @@ def save_force_depth(trace: dict, path: str) -> str:
   return path
 
 
+def agent_policy(cfg, workdir: str, seed_index: int = 0) -> Callable:
+  """A numpy obs -> action function of the newest checkpoint of an RL workdir (deterministic actions)."""
+  import jax  # noqa: PLC0415
+
+  from control_brax.evaluate import load_agent  # noqa: PLC0415
+
+  runner, ts = load_agent(cfg, workdir)
+  params = jax.tree.map(lambda x: x[seed_index], ts.params)
+  stats = jax.tree.map(lambda x: x[seed_index], ts.obs_stats)
+  act = jax.jit(lambda o: runner.algo.act(params, stats, o))
+  return lambda obs: np.asarray(act(np.asarray(obs, np.float32)))
+
+
 def main(argv):
   from absl import flags  # noqa: PLC0415
 
   from control_brax.config import base_env_config  # noqa: PLC0415
 
   f = flags.FLAGS
-  env = base_env_config()
-  env.peg = f.peg
+  policy = None
+  if f.workdir:
+    import json  # noqa: PLC0415
+
+    import ml_collections  # noqa: PLC0415
+
+    from control_brax.rl.config import load_rl_config, validate_rl  # noqa: PLC0415
+
+    if f.config:
+      cfg = load_rl_config(f.config)
+    else:  # the config the run saved (with every override it was trained with)
+      with open(os.path.join(f.workdir, "config.json")) as fh:
+        cfg = validate_rl(ml_collections.ConfigDict(json.load(fh)))
+    env = cfg.env
+    policy = agent_policy(cfg, f.workdir)
+  else:
+    env = base_env_config()
+    env.peg = f.peg
   env.error_scale = f.error_scale
   os.makedirs(f.out, exist_ok=True)
-  trace = trace_episode(env, seed=f.seed)
+  trace = trace_episode(env, seed=f.seed, policy=policy)
   print(save_strip(trace, os.path.join(f.out, "episode_strip.png")))
   print(save_force_depth(trace, os.path.join(f.out, "force_depth.png")))
 
@@ -106,4 +137,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "runs/render", "output directory")
   flags.DEFINE_integer("seed", 0, "episode seed")
   flags.DEFINE_float("error_scale", 1.0, "scales the initial-error distribution")
+  flags.DEFINE_string("config", "", "RL config file of a trained agent (default: the workdir's config.json)")
+  flags.DEFINE_string("workdir", "", "RL training workdir: render its newest checkpoint instead of the scripted one")
   run(main)

@@ -97,6 +97,10 @@ PARALLEL_SCHEMA = {
     "tp_extend_ep": Field(bool),
     "remat": Field(str, choices=("none", "full", "fine", "offload")),
     "devices_per_node": Field(int, **_POS),
+    "placement_every": Field(int, lo=0, doc="re-place experts across EP devices every N steps (0 = off)"),
+    "placement_theta": Field(float, lo=0, hi=1, doc="EMA factor of the expert-load predictor"),
+    "placement_min_gain": Field(float, lo=0, doc="re-place only if the device-load CV drops by at least this"),
+    "pipeline_microbatches": Field(int, **_POS, doc="micro-batches per step with stage > 1"),
 }
 
 SCHEMA = {"model": MODEL_SCHEMA, "data": DATA_SCHEMA, "train": TRAIN_SCHEMA, "parallel": PARALLEL_SCHEMA}
@@ -170,7 +174,8 @@ def base_config() -> ml_collections.ConfigDict:
   )
   parallel = dict(
       data=1, expert=1, tensor=1, stage=1, virtual_stages=1, hier_a2a=True, tp_extend_ep=False,
-      remat="none", devices_per_node=8,
+      remat="none", devices_per_node=8, placement_every=0, placement_theta=0.9, placement_min_gain=0.08,
+      pipeline_microbatches=4,
   )
   return ml_collections.ConfigDict(dict(model=model, data=data, train=train, parallel=parallel))
 
@@ -195,6 +200,18 @@ def _cross_checks(cfg) -> None:
   if cfg.data.tokenizer == "byte" and m.vocab_size < 256:
     raise ConfigError(
         f"config.model.vocab_size: {m.vocab_size} is out of range; allowed: >= 256 with the byte tokenizer")
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved by an older version (e.g. a workdir's config.json) with fields added since then at their
+  defaults, so that old runs stay loadable; unknown fields still fail validation."""
+  cfg = base_config()
+  for section, values in saved.items():
+    if section in cfg and isinstance(values, dict):
+      cfg[section].update(values)
+    else:
+      cfg[section] = values
+  return cfg
 
 
 def validate_config(cfg):

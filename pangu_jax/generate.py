@@ -31,6 +31,7 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = greedy.", lower_bound
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0 = all).", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last line.")
+_WARMUP = flags.DEFINE_bool("warmup", True, "Generate once before timing, so tokens_per_s excludes compilation.")
 
 
 def load_model(config, workdir):
@@ -55,6 +56,12 @@ def main(argv):
   if prompt.shape[1] == 0:
     raise ConfigError("--prompt: must not be empty")
   acceptance = None
+  if _WARMUP.value:  # compile every shape the timed run will use
+    if _SPECULATIVE.value and _TEMPERATURE.value == 0:
+      decode.speculative_generate(params, prompt, cfg.model, _MAX_TOKENS.value)
+    elif not _SPECULATIVE.value:
+      jax.block_until_ready(decode.generate(params, prompt, cfg.model, _MAX_TOKENS.value,
+                                            temperature=_TEMPERATURE.value, top_k=_TOP_K.value, seed=_SEED.value))
   if _SPECULATIVE.value:
     if _TEMPERATURE.value > 0:
       raise ConfigError("--temperature: speculative decoding is greedy; allowed: 0 with --speculative")

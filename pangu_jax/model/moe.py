@@ -166,13 +166,15 @@ def _dropless(experts, x, idx, w, cfg):
 DISPATCH = {"dense": _dense, "capacity": _capacity, "dropless": _dropless}
 
 
-def moe(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, MoeStats]:
-  """Routed experts plus shared experts. x (B, S, d) -> (B, S, d), MoeStats."""
+def moe(p: dict, x: jax.Array, cfg, dispatch=None) -> tuple[jax.Array, MoeStats]:
+  """Routed experts plus shared experts. x (B, S, d) -> (B, S, d), MoeStats.
+
+  `dispatch` replaces the `moe_impl` dispatch (same signature); expert parallelism passes its all-to-all one."""
   with jax.named_scope("moe"):
     b, s, d = x.shape
     xt = x.reshape(b * s, d)
     logits, scores, idx, w = route(p, xt, cfg)
-    routed, dropped = DISPATCH[cfg.moe_impl](p["experts"], xt, idx, w, cfg)
+    routed, dropped = (dispatch or DISPATCH[cfg.moe_impl])(p["experts"], xt, idx, w, cfg)
     out = routed
     if "shared" in p:
       out = out + mlp(p["shared"], xt)

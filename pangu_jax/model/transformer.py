@@ -37,6 +37,8 @@ REMAT_POLICIES = {
     # "fine": keep every matmul output, recompute norms, activations and permutations.
     "fine": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "full": jax.checkpoint_policies.nothing_saveable,
+    # "offload": like "fine", but the matmul outputs wait in host memory (pinned_host) instead of device memory.
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
 
@@ -115,11 +117,11 @@ def init_params(key: jax.Array, cfg) -> dict:
   return params
 
 
-def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None):
+def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None, dispatch=None):
   """One transformer block. Returns (y, MoeStats or None, new cache or None).
 
   Without a cache: causal attention over `positions` (B, S). With a cache: the
-  tokens sit at start..start+S-1 and attend to the cache (inference).
+  tokens sit at start..start+S-1 and attend to the cache (inference). `dispatch`: see `moe.moe`.
   """
   eps = cfg.norm_eps
   h = rms_norm(x, p["attn_norm"], eps)
@@ -132,7 +134,7 @@ def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None)
   x = x + a
   h = rms_norm(x, p["mlp_norm"], eps)
   if "moe" in p:
-    m, stats = moe.moe(p["moe"], h, cfg)
+    m, stats = moe.moe(p["moe"], h, cfg, dispatch)
   else:
     m, stats = moe.mlp(p["mlp"], h), None
   if "post_mlp_norm" in p:
@@ -140,12 +142,12 @@ def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None)
   return x + m, stats, new_cache
 
 
-def _scan_blocks(stack, x, cfg, positions, remat, caches=None, start=None, collect=False):
+def _scan_blocks(stack, x, cfg, positions, remat, caches=None, start=None, collect=False, dispatch=None):
   """Runs stacked blocks under lax.scan; returns (x, stacked stats, stacked caches, per-layer outputs or None)."""
 
   def body(carry, layer):
     p, cache = layer
-    y, stats, new_cache = block(p, carry, cfg, positions=positions, cache=cache, start=start)
+    y, stats, new_cache = block(p, carry, cfg, positions=positions, cache=cache, start=start, dispatch=dispatch)
     return y, (stats, new_cache, y if collect else None)
 
   if remat in REMAT_POLICIES and caches is None:
@@ -171,13 +173,14 @@ def mtp_input(p: dict, params: dict, h_prev: jax.Array, next_tokens: jax.Array, 
   return z @ p["proj"].astype(z.dtype)
 
 
-def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none", collect_hidden: bool = False) -> ModelOutput:
+def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none", collect_hidden: bool = False,
+            dispatch=None) -> ModelOutput:
   """Full causal forward. tokens (B, S) int -> ModelOutput.
 
   MTP depth j (0-based) at position i combines the depth-(j-1) state at i (the
   main model's for j = 0) with the embedding of token i+j+1, and predicts token
   i+j+2. Positions whose inputs run past the sequence (the last j+1) see a
-  wrapped-around token; the loss masks them.
+  wrapped-around token; the loss masks them. `dispatch` replaces the MoE dispatch (expert parallelism).
   """
   b, s = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(s), (b, s))
@@ -187,20 +190,24 @@ def forward(params: dict, tokens: jax.Array, cfg, *, remat: str = "none", collec
     x, _, _, h = _scan_blocks(params["dense_layers"], x, cfg, positions, remat, collect=collect_hidden)
     hidden.append(h)
   if "moe_layers" in params:
-    x, stats, _, h = _scan_blocks(params["moe_layers"], x, cfg, positions, remat, collect=collect_hidden)
+    x, stats, _, h = _scan_blocks(params["moe_layers"], x, cfg, positions, remat, collect=collect_hidden,
+                                    dispatch=dispatch)
     hidden.append(h)
   logits = logits_from_hidden(params, params["final_norm"], x, cfg)
-  mtp_logits = None
-  if cfg.mtp_depth > 0:
-    h, outs = x, []
-    for j in range(cfg.mtp_depth):
-      p = jax.tree.map(lambda a, j=j: a[j], params["mtp"])
-      z = mtp_input(p, params, h, jnp.roll(tokens, -(j + 1), axis=1), cfg)
-      h, _, _ = block(p["block"], z, cfg, positions=positions)
-      outs.append(logits_from_hidden(params, p["out_norm"], h, cfg))
-    mtp_logits = jnp.stack(outs)
+  mtp_logits = mtp_heads(params, x, tokens, positions, cfg, dispatch) if cfg.mtp_depth > 0 else None
   layer_hidden = jnp.concatenate(hidden) if collect_hidden else None
   return ModelOutput(logits=logits, mtp_logits=mtp_logits, hidden=x, stats=stats, layer_hidden=layer_hidden)
+
+
+def mtp_heads(params: dict, x: jax.Array, tokens: jax.Array, positions: jax.Array, cfg, dispatch=None) -> jax.Array:
+  """(D, B, S, V) logits of the MTP modules on the main model's last hidden state x."""
+  h, outs = x, []
+  for j in range(cfg.mtp_depth):
+    p = jax.tree.map(lambda a, j=j: a[j], params["mtp"])
+    z = mtp_input(p, params, h, jnp.roll(tokens, -(j + 1), axis=1), cfg)
+    h, _, _ = block(p["block"], z, cfg, positions=positions, dispatch=dispatch)
+    outs.append(logits_from_hidden(params, p["out_norm"], h, cfg))
+  return jnp.stack(outs)
 
 
 # ----------------------------------------------------------------------------- inference with a compressed cache

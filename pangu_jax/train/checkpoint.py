@@ -20,14 +20,16 @@ import os
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 def tree_checksum(tree) -> str:
   h = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:  # multi-host: every process sees it all
+      leaf = multihost_utils.process_allgather(leaf, tiled=True)
     arr = np.asarray(leaf)
     h.update(jax.tree_util.keystr(path).encode())
     h.update(str(arr.dtype).encode() + str(arr.shape).encode())
@@ -100,14 +102,14 @@ class Checkpointer:
 
 def load_params_for_inference(workdir: str):
   """(cfg, params) from a training workdir: its config.json and its latest intact checkpoint."""
-  from pangu_jax.config import validate_config  # noqa: PLC0415
+  from pangu_jax.config import validate_config, with_defaults  # noqa: PLC0415
   from pangu_jax.train.state import abstract_train_state  # noqa: PLC0415
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"--workdir: {workdir} has no config.json (not a pangu_jax.train workdir)")
   with open(path) as f:
-    cfg = validate_config(ml_collections.ConfigDict(json.load(f)))
+    cfg = validate_config(with_defaults(json.load(f)))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False)
   got = ckpt.restore_latest(abstract_train_state(cfg))
   ckpt.close()

@@ -22,11 +22,28 @@ from tqdm import tqdm
 
 from pangu_jax.config import validate_config
 from pangu_jax.flops import train_flops_per_token
+from pangu_jax.parallel import placement, runtime
 from pangu_jax.train.checkpoint import Checkpointer
 from pangu_jax.train.data import Corpus, bigram_val_loss
 from pangu_jax.train.metrics import MetricsWriter
 from pangu_jax.train.peak import peak_flops
-from pangu_jax.train.state import abstract_train_state, init_train_state, make_eval_step, make_train_step
+from pangu_jax.train.state import (
+  abstract_train_state,
+  init_sharded_train_state,
+  init_train_state,
+  make_eval_step,
+  make_train_step,
+)
+
+
+class _NullWriter:
+  """Metrics sink of the non-primary processes of a multi-host run (process 0 writes)."""
+
+  def write(self, record: dict) -> None:
+    del record
+
+  def close(self) -> None:
+    pass
 
 
 class _StopFlag:
@@ -45,8 +62,8 @@ def _write_config(cfg, workdir):
   os.replace(tmp, path)
 
 
-def evaluate(eval_step, params, batches) -> float:
-  return float(np.mean([float(eval_step(params, b)) for b in batches]))
+def evaluate(eval_step, params, batches, put=lambda b: b) -> float:
+  return float(np.mean([float(eval_step(params, put(b))) for b in batches]))
 
 
 def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=None) -> dict:
@@ -55,17 +72,25 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   cfg = validate_config(cfg)
   t = cfg.train
   os.makedirs(workdir, exist_ok=True)
-  _write_config(cfg, workdir)
+  primary = jax.process_index() == 0
+  if primary:
+    _write_config(cfg, workdir)
   corpus = Corpus(cfg.data, t.seq_len)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, log=log)
-  restored = ckpt.restore_latest(abstract_train_state(cfg))
+  par = runtime.setup(cfg, abstract_train_state(cfg)) if runtime.is_parallel(cfg) else None
+  put = (lambda b: runtime.put_batch(par, b)) if par is not None else (lambda b: b)
+  if par is not None:
+    log(f"mesh {dict(zip(par.mesh.axis_names, par.mesh.devices.shape))} over {par.mesh.devices.size} devices")
+  restored = ckpt.restore_latest(abstract_train_state(cfg, par))
   if restored is None:
-    state, start = init_train_state(cfg), 0
+    state, start = (init_sharded_train_state(cfg, par) if par is not None else init_train_state(cfg)), 0
   else:
     start, state, _ = restored
     log(f"resuming from step {start}")
-  metrics = MetricsWriter(workdir, resume_step=start)
-  train_step, eval_step = make_train_step(cfg), make_eval_step(cfg)
+  metrics = MetricsWriter(workdir, resume_step=start) if primary else _NullWriter()
+  train_step, eval_step = make_train_step(cfg, par), make_eval_step(cfg, par)
+  n_ep = par.layout.expert_shards if par is not None else 1
+  permute = placement.make_permute(par.state_shardings if par is not None else None)
   val = corpus.val_batches(t.batch_size, t.eval_batches)
   peak, peak_src = peak_flops()
   flops_tok = train_flops_per_token(cfg.model, t.seq_len)
@@ -78,7 +103,7 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   stop = _StopFlag()
   status, step, t_begin = "completed", start, time.perf_counter()
   t0 = time.perf_counter()
-  train_step = train_step.lower(state, corpus.batch(t.seed, start, t.batch_size), np.float32(0)).compile()
+  train_step = train_step.lower(state, put(corpus.batch(t.seed, start, t.batch_size)), np.float32(0)).compile()
   log(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
   t_mark, step_mark = time.perf_counter(), start
   last_val = None
@@ -88,8 +113,13 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   try:
     for step in range(start, t.steps):
       poison = np.float32(np.nan) if step in inject_nan_at else np.float32(0.0)
-      state, m = train_step(state, corpus.batch(t.seed, step, t.batch_size), poison)
+      state, m = train_step(state, put(corpus.batch(t.seed, step, t.batch_size)), poison)
       done = step + 1
+      if "load_ema" in state and done % cfg.parallel.placement_every == 0:
+        order, rep = placement.plan(np.asarray(state["load_ema"]), n_ep, cfg.parallel.placement_min_gain)
+        if order is not None:
+          state = permute(state, order)
+        metrics.write({"step": done, "placement": rep})
       if int(state["skips"]) >= t.max_consecutive_skips:
         status = f"stopped: {int(state['skips'])} consecutive non-finite steps (last good checkpoint kept)"
         log(status)
@@ -105,14 +135,15 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
                "skipped_steps": int(state["total_skips"]), "elapsed_s": now - t_begin}
         if "expert_load_imbalance" in m:
           rec["expert_load_imbalance"] = m["expert_load_imbalance"]
+          rec["expert_load"] = m["expert_load"]  # (MoE layers, experts) assignments this step
           rec["dropped_fraction"] = float(m["dropped_fraction"])
         metrics.write(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:.0f}", refresh=False)
       bar.update(1)
       if done % t.eval_every == 0 or done == t.steps:
-        last_val = evaluate(eval_step, state["params"], val)
+        last_val = evaluate(eval_step, state["params"], val, put)
         metrics.write({"step": done, "val_loss": last_val})
-        bar.write(f"step {done}: val_loss {last_val:.4f}")
+        bar.write(f"step {done}: val_loss {last_val:.4f}", file=sys.stderr)
       out_of_time = t.time_budget_s and time.perf_counter() - t_begin > t.time_budget_s
       in_skip_streak = int(state["skips"]) > 0  # never checkpoint in the middle of a run of non-finite steps
       saved = False
@@ -122,7 +153,7 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
         status = f"stopped by signal {stop.signal}" if stop.signal else f"time budget {t.time_budget_s}s reached"
         log(f"{status}: " + (f"checkpoint saved at step {done}" if saved else "no checkpoint (in a non-finite streak)"))
         if out_of_time and done % t.eval_every:
-          last_val = evaluate(eval_step, state["params"], val)
+          last_val = evaluate(eval_step, state["params"], val, put)
           metrics.write({"step": done, "val_loss": last_val})
         break
   finally:

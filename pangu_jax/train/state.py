@@ -13,7 +13,10 @@ from pangu_jax.train.optim import make_optimizer, schedule
 
 def init_train_state(cfg) -> dict:
   params = transformer.init_params(jax.random.key(cfg.train.seed), cfg.model)
-  return {
+  extra = {}
+  if cfg.parallel.placement_every > 0 and transformer.num_moe_layers(cfg.model) > 0:
+    extra["load_ema"] = jnp.zeros((transformer.num_moe_layers(cfg.model), cfg.model.num_routed_experts), jnp.float32)
+  return extra | {
       "params": params,
       "opt_state": make_optimizer(cfg.train).init(params),
       "step": jnp.zeros((), jnp.int32),
@@ -22,37 +25,63 @@ def init_train_state(cfg) -> dict:
   }
 
 
-def abstract_train_state(cfg):
-  return jax.eval_shape(lambda: init_train_state(cfg))
+def abstract_train_state(cfg, par=None):
+  """Shapes and dtypes of the train state (with their shardings when `par`, a `parallel.runtime.Parallel`, is given)."""
+  abstract = jax.eval_shape(lambda: init_train_state(cfg))
+  if par is None:
+    return abstract
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, par.state_shardings)
 
 
-def make_train_step(cfg):
+def init_sharded_train_state(cfg, par):
+  """The same values as `init_train_state`, created directly in their shards."""
+  return jax.jit(lambda: init_train_state(cfg), out_shardings=par.state_shardings)()
+
+
+def make_train_step(cfg, par=None):
   """train_step(state, tokens (B, S+1), poison) -> (state, metrics). `poison` is added to the loss (0 or NaN,
-  for fault-injection tests); a non-finite loss or gradient norm skips the update and is counted."""
+  for fault-injection tests); a non-finite loss or gradient norm skips the update and is counted.
+
+  With `par` (a `parallel.runtime.Parallel`) the step is sharded over its mesh: state and batch in their
+  shardings, the routed experts through expert parallelism; the function computed is the same."""
   m, t = cfg.model, cfg.train
+  dispatch = par.dispatch if par is not None else None
   opt = make_optimizer(t)
   lr_at = schedule(t)
   remat = cfg.parallel.remat
 
   def loss_fn(params, inputs, targets, poison):
-    out = transformer.forward(params, inputs, m, remat=remat)
+    out = transformer.forward(params, inputs, m, remat=remat, dispatch=dispatch)
     terms = losses.total_loss(out, targets, m, t)
     return terms.total + poison, (terms, out.stats)
+
+  def grad_fn(params, inputs, targets, poison):
+    """-> (loss, LossTerms, routing metrics, grads): the part a pipeline schedule replaces."""
+    (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, inputs, targets, poison)
+    return loss, terms, losses.routing_metrics(stats, m.top_k), grads
+
+  if par is not None and par.layout.stage > 1:
+    from pangu_jax.parallel import pipeline  # noqa: PLC0415 (only pipelined runs need it)
+
+    grad_fn = pipeline.make_grad_fn(cfg, par)
 
   def train_step(state, tokens, poison):
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     params = state["params"]
-    (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, inputs, targets, poison)
+    loss, terms, routing, grads = grad_fn(params, inputs, targets, poison)
     gnorm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     updates, opt_state = opt.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
-    routing = losses.routing_metrics(stats, m.top_k)
-    if t.bias_update_rate > 0 and stats is not None and m.router_bias:
+    if t.bias_update_rate > 0 and routing and m.router_bias:
       moe = new_params["moe_layers"]["moe"]
       moe["router_bias"] = losses.aux_free_bias_update(moe["router_bias"], routing["expert_load"], t.bias_update_rate)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    state = {
+    extra = {}
+    if "load_ema" in state:  # the expert-load predictor of dynamic placement
+      theta = cfg.parallel.placement_theta
+      extra["load_ema"] = theta * state["load_ema"] + (1 - theta) * routing["expert_load"]
+    state = extra | {
         "params": keep(new_params, params),
         "opt_state": keep(opt_state, state["opt_state"]),
         "step": state["step"] + 1,  # a skipped step still consumes its batch
@@ -69,14 +98,20 @@ def make_train_step(cfg):
       metrics["expert_load"] = routing["expert_load"]
     return state, metrics
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  if par is None:
+    return jax.jit(train_step, donate_argnums=(0,))
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(par.state_shardings, par.batch_sharding, None),
+                 out_shardings=(par.state_shardings, None))
 
 
-def make_eval_step(cfg):
+def make_eval_step(cfg, par=None):
   """eval_step(params, tokens (B, S+1)) -> mean next-token CE (nats per token)."""
+  dispatch = par.dispatch if par is not None else None
 
   def eval_step(params, tokens):
-    out = transformer.forward(params, tokens[:, :-1], cfg.model)
+    out = transformer.forward(params, tokens[:, :-1], cfg.model, dispatch=dispatch)
     return losses.cross_entropy(out.logits, tokens[:, 1:])
 
-  return jax.jit(eval_step)
+  if par is None:
+    return jax.jit(eval_step)
+  return jax.jit(eval_step, in_shardings=(par.state_shardings["params"], par.batch_sharding))

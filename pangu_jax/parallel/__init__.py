@@ -1,0 +1,1 @@
+"""Multi-device training: mesh and sharding rules, expert parallelism, pipeline, placement, multi-host."""

@@ -1,0 +1,45 @@
+"""One object with everything a multi-device train step needs: mesh, layout, shardings, the EP dispatch."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from pangu_jax.parallel import mesh as mesh_lib
+from pangu_jax.parallel.expert_parallel import make_dispatch
+
+
+class Parallel(NamedTuple):
+  mesh: Any
+  layout: mesh_lib.Layout
+  state_shardings: Any  # pytree of NamedSharding, like the train state
+  batch_sharding: Any
+  dispatch: Any  # the MoE dispatch (None: the single-device one, partitioned by GSPMD)
+
+
+def is_parallel(cfg) -> bool:
+  p = cfg.parallel
+  return p.data * p.expert * p.tensor * p.stage > 1
+
+
+def setup(cfg, abstract_state, devices=None) -> Parallel:
+  """Mesh and shardings for `config.parallel` (clear errors when the devices or shapes do not fit)."""
+  layout = mesh_lib.layout_from_config(cfg.parallel)
+  devs = jax.devices() if devices is None else devices
+  mesh_lib.check_fits(cfg, layout, len(devs))
+  mesh = mesh_lib.make_mesh(layout, devs)
+  dispatch = None
+  if layout.expert_shards > 1 or layout.tensor > 1:
+    dispatch = make_dispatch(mesh, layout, cfg.model.num_routed_experts)
+  return Parallel(mesh=mesh, layout=layout, state_shardings=mesh_lib.state_shardings(abstract_state, mesh, layout),
+                  batch_sharding=mesh_lib.batch_sharding(mesh), dispatch=dispatch)
+
+
+def put_batch(par: Parallel, batch: np.ndarray) -> jax.Array:
+  """A host batch (identical on every process) -> a global array sharded over the batch axes.
+
+  Each process supplies only its addressable shards, so this also works across hosts."""
+  batch = np.asarray(batch)
+  return jax.make_array_from_callback(batch.shape, par.batch_sharding, lambda idx: batch[idx])
