@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ["confspec", "pangu_jax", "npu_backend", "control_brax"]
 # Binary modules: package -> module paths relative to the root.
 BINARY_NAMES = {
-    "pangu_jax": ["info", "train", "generate", "simulate", "demo"],
+    "pangu_jax": ["info", "train", "generate", "simulate", "demo", "study"],
     "npu_backend": ["export", "parity"],
     "control_brax": ["train", "evaluate", "cs3", "transfer", "scripted", "render", "experiment"],
 }

@@ -1,0 +1,159 @@
+"""Step time, tokens/s, MFU and memory of (model config, plan, hardware).
+
+Per layer kind: compute (ops.py forward, backward, recomputation under the remat policy) plus communication
+(TP all-gather / reduce-scatter with sequence parallelism, EP dispatch/combine all-to-all); EP communication
+is hidden under compute when `overlap` (at most the compute of the other micro-batch, times overlap_eff).
+Stages sum their layers; the slowest stage sets the pipeline time (schedule.py closed form); then the
+data-parallel gradient reduce-scatter and parameter all-gather (overlapped with the backward when `overlap`)
+and the optimizer step. MFU = tokens/s x model FLOPs per token (pangu_jax.flops, MTP excluded, the reference's
+accounting) / (devices x matmul peak of the plan's dtype).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from pangu_jax.flops import train_flops_per_token
+from pangu_jax.sim import comm, ops
+from pangu_jax.sim.memory import _key, memory_per_device, param_split, stage_layers
+from pangu_jax.sim.schedule import bubble_fraction, pipeline_time
+
+DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "pp_comm", "bubble", "dp_comm_exposed",
+                     "optimizer", "overhead")
+
+
+def _layer_ops(m, plan, kind, kernels):
+  s = ops.BYTES[plan.dtype]
+  b, sq, tp = plan.mbs, plan.seq, plan.tp
+  if kind == "dense":
+    return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.dense_ffn_ops(m, b, sq, tp, s)
+  if kind == "moe":
+    return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.moe_ops(m, b, sq, plan, s, kernels)
+  if kind == "mtp":
+    return (ops.mtp_extra_ops(m, b, sq, tp, s) + ops.attention_ops(m, b, sq, tp, s, kernels)
+            + ops.moe_ops(m, b, sq, plan, s, kernels) + ops.head_ops(m, b, sq, tp, s))
+  if kind == "embed":
+    return ops.embed_ops(m, b, sq, s)
+  if kind == "head":
+    return ops.head_ops(m, b, sq, tp, s)
+  raise ValueError(kind)
+
+
+def layer_cost(m, plan, hw, kind) -> dict:
+  """Seconds of one layer for one micro-batch on one device: forward, backward, recompute, communication."""
+  kernels = hw.kernels
+  s = ops.BYTES[plan.dtype]
+  op_list = _layer_ops(m, plan, kind, kernels)
+  fwd, bwd, fine = ops.ops_times(op_list, hw, plan.dtype)
+  if kernels == "xla_cpu" and kind in ("moe", "mtp"):
+    # the CPU grouped matmul's backward writes one dW per block and segment-sums them
+    bwd += 2 * ops.moe_gmm_weight_bytes(m, plan, 4) / ops.bandwidth(hw)
+  share = plan.devices if hw.host_shared_compute else 1  # simulated devices share the host's cores
+  fwd, bwd, fine = fwd * share, bwd * share, fine * share
+  t = plan.mbs * plan.seq
+  tok_bytes = t * m.hidden_size * s
+  tp_fwd = 0.0
+  if plan.tp > 1 and kind in ("dense", "moe", "mtp"):
+    n_pairs = 2 if (kind == "dense" or not plan.tp_extend_ep) else 1  # attention (+ FFN / MoE) AG + RS
+    tp_fwd = n_pairs * (comm.all_gather(hw, plan.tp, tok_bytes, across_nodes=plan.tp > hw.devices_per_node)
+                        + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=plan.tp > hw.devices_per_node))
+  ep_fwd = 0.0
+  if kind in ("moe", "mtp") and plan.ep_eff > 1:
+    t_loc = t // plan.tp if (plan.tp_extend_ep or plan.tp == 1) else t // plan.tp
+    one = comm.ep_all_to_all(hw, plan.ep_eff, t_loc, m.top_k, m.hidden_size * s, plan.hier_a2a)
+    ep_fwd = 2 * one  # dispatch + combine
+  recompute = 0.0
+  if plan.remat == "full":
+    recompute = fwd  # its communication is added to tp_total / ep_total below
+  elif plan.remat in ("fine", "offload"):
+    recompute = fine
+  swap = 0.0
+  if plan.remat == "offload" and kind in ("moe", "mtp"):
+    from pangu_jax.sim.memory import offloaded_bytes  # noqa: PLC0415
+    swap = max(0.0, 2 * offloaded_bytes(m, plan, "moe") / hw.offload_bw - (fwd + bwd))
+  compute = fwd + bwd + recompute
+  tp_total = 2 * tp_fwd + (tp_fwd if plan.remat == "full" else 0.0)
+  ep_total = 2 * ep_fwd + (ep_fwd if plan.remat == "full" else 0.0)
+  if plan.overlap:
+    hidden = min(ep_total, compute) * hw.overlap_eff
+    ep_exposed = ep_total - hidden
+  else:
+    ep_exposed = ep_total
+  return {"fwd": fwd, "bwd": bwd, "recompute": recompute + swap, "compute": compute + swap, "tp_comm": tp_total,
+          "ep_comm": ep_total, "ep_comm_exposed": ep_exposed,
+          "total": compute + swap + tp_total + ep_exposed, "flops_fwd": ops.total_flops(op_list)}
+
+
+def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
+  m = cfg.model
+  s = ops.BYTES[plan.dtype]
+  kinds = ("dense", "moe", "mtp", "embed", "head")
+  costs = {k: layer_cost(m, plan, hw, k) for k in kinds}
+  stages = stage_layers(m, plan)
+  stage_tot = []
+  for ks in stages:
+    stage_tot.append({f: sum(costs[k][f] for k in ks) for f in ("total", "compute", "recompute", "tp_comm",
+                                                               "ep_comm_exposed", "fwd", "bwd")})
+  worst = max(range(len(stage_tot)), key=lambda i: stage_tot[i]["total"])
+  st = stage_tot[worst]
+  # pipeline p2p: per micro-batch, vpp chunk boundaries forward and backward (sequence-parallel shard)
+  pp_comm = 0.0
+  if plan.pp > 1:
+    act = plan.mbs * plan.seq / plan.tp * m.hidden_size * s
+    pp_comm = 2 * plan.vpp * comm.p2p(hw, act, across_nodes=plan.tp * plan.dp * plan.pp > hw.devices_per_node)
+    if plan.overlap:
+      pp_comm *= 1 - hw.overlap_eff
+  per_mb = st["total"] + pp_comm
+  mbatches = plan.microbatches
+  pipe = pipeline_time(plan.pp, mbatches, plan.vpp, per_mb * 0.5, per_mb * 0.5)
+  bubble = pipe - mbatches * per_mb
+  # data-parallel gradient reduce-scatter + parameter all-gather (distributed optimiser)
+  ps = param_split(m)
+  nonexp = sum(ps["dense_layer"] if k == "dense" else ps["moe_layer_nonexpert"] if k in ("moe", "mtp") else
+               ps["embedding"] if k == "embed" else ps["head"] for k in stages[worst]) / plan.tp
+  exp = sum(ps["moe_layer_expert"] for k in stages[worst] if k in ("moe", "mtp")) / (plan.ep * plan.tp)
+  across = plan.devices > hw.devices_per_node
+  dp_comm = (comm.reduce_scatter(hw, plan.dp, nonexp * s, across) + comm.all_gather(hw, plan.dp, nonexp * s, across)
+             + comm.reduce_scatter(hw, plan.expert_dp, exp * s, across)
+             + comm.all_gather(hw, plan.expert_dp, exp * s, across))
+  dp_exposed = dp_comm * ((1 - hw.overlap_eff) if plan.overlap else 1.0)
+  bw = ops.bandwidth(hw)
+  if hw.kernels == "fused":
+    opt = (nonexp / plan.dp + exp / plan.expert_dp) * 30 / bw
+  else:
+    opt = (nonexp + exp) * 44 / bw + 2 * (nonexp + exp) * 4 / bw  # fused AdamW + keep-if-finite, grad norm
+  if hw.host_shared_compute:
+    opt *= plan.devices
+  step = pipe + dp_exposed + opt + hw.step_overhead_s
+  tokens = plan.gbs * plan.seq
+  tps = tokens / step
+  flops_tok = _model_flops(_key(m), plan.seq)
+  peak = hw.matmul_peak[plan.dtype]
+  mfu = tps * flops_tok / (plan.devices * peak)
+  mem = memory_per_device(m, plan, hw)
+  fits = mem["total"] <= hw.memory_gb
+  breakdown = {
+      "compute": mbatches * (st["compute"] - st["recompute"]), "recompute": mbatches * st["recompute"],
+      "tp_comm": mbatches * st["tp_comm"], "ep_comm_exposed": mbatches * st["ep_comm_exposed"],
+      "pp_comm": mbatches * pp_comm, "bubble": bubble, "dp_comm_exposed": dp_exposed, "optimizer": opt,
+      "overhead": hw.step_overhead_s}
+  out = {"mfu": mfu, "tokens_per_s": tps, "step_time_s": step, "memory_per_device_gb": mem["total"], "fits": fits,
+         "plan": plan.as_dict(), "hardware": hw.name, "microbatches": mbatches,
+         "bubble_fraction": bubble_fraction(plan.pp, mbatches, plan.vpp) if plan.pp > 1 else 0.0,
+         "breakdown_s": breakdown, "memory_gb": mem, "stage_time_per_microbatch_s": per_mb,
+         "bottleneck_stage": worst, "model_flops_per_token": flops_tok,
+         "layer_times_s": {k: {f: v[f] for f in ("fwd", "bwd", "recompute", "tp_comm", "ep_comm", "ep_comm_exposed",
+                                                 "total")} for k, v in costs.items()}}
+  if with_ops:
+    out["ops"] = {k: [(o.name, ops.op_time(o, hw, plan.dtype)) for o in _layer_ops(m, plan, k, hw.kernels)]
+                  for k in kinds}
+  return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_flops(key: str, seq: int) -> float:
+  import json  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
+
+  return train_flops_per_token(ml_collections.ConfigDict(json.loads(key)), seq, include_mtp=False)

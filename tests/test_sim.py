@@ -1,0 +1,255 @@
+"""Tests of the performance simulator (pangu_jax/sim): closed forms, schedule simulation against its formulas,
+monotonicity, memory against parameter counts, the CLI's JSON, hardware-file round trips."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from confspec import ConfigError
+from pangu_jax.config import base_config
+from pangu_jax.params import count_params
+from pangu_jax.sim import ops, schedule
+from pangu_jax.sim.hardware import hardware_config, load_hardware, log_interp_rate, write_hardware_file
+from pangu_jax.sim.memory import memory_per_device
+from pangu_jax.sim.plan import make_plan, parse_plan_string
+from pangu_jax.sim.predict import predict
+from pangu_jax.sim.validate import steady_step_time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_PLAN = "tp=8,pp=16,vpp=2,ep=4,mbs=2,seq=4096,devices=6144"
+
+
+def _hw(**kw):
+  base = dict(name="t", matmul_peak={"bfloat16": 100e12, "float32": 50e12}, vector_peak={"bfloat16": 10e12,
+              "float32": 5e12}, gemm_eff_max=0.5, gemm_half_dim=0.0, attn_eff=0.4, memory_gb=80.0, mem_bw=2e12,
+              mem_bw_eff=0.5, mem_reserved_gb=1.0, devices_per_node=8, intra_bw=400e9, intra_latency_s=1e-5,
+              inter_bw=50e9, inter_latency_s=2e-5, comm_eff=0.8, offload_bw=30e9, op_overhead_s=3e-6)
+  base.update(kw)
+  return hardware_config(**base)
+
+
+def _paper_cfg():
+  import importlib.util  # noqa: PLC0415
+
+  spec = importlib.util.spec_from_file_location("paper_cfg", os.path.join(REPO, "configs/pangu/ultra_moe_718b.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def _paper(cfg, hw, extra=""):
+  return predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + extra)))
+
+
+def test_single_gemm_time_is_flops_over_peak_times_eff():
+  hw = _hw()
+  m, k, n = 4096, 8192, 2048
+  op = ops.gemm("g", m, k, n, s=2)
+  expect = 2 * m * k * n / (100e12 * 0.5) + 3e-6
+  assert ops.op_time(op, hw, "bfloat16") == pytest.approx(expect, rel=1e-9)
+  # a GEMM too thin to be compute-bound takes its memory traffic time instead
+  thin = ops.gemm("t", 1 << 20, 8, 8, s=2)
+  assert ops.op_time(thin, hw, "bfloat16") == pytest.approx(thin.bytes / (2e12 * 0.5) + 3e-6, rel=1e-9)
+
+
+@pytest.mark.parametrize("p,m", [(2, 3), (4, 8), (8, 8), (5, 17)])
+def test_1f1b_bubble_matches_closed_form(p, m):
+  tf, tb = 1.0, 2.0
+  res = schedule.simulate(p, m, 1, tf, tb)
+  busy = sum(e[5] - e[4] for e in res["events"] if e[0] == 0)
+  assert busy == pytest.approx(m * (tf + tb))
+  assert 1 - busy / res["time"] == pytest.approx((p - 1) / (m + p - 1))
+  assert res["time"] == pytest.approx(schedule.pipeline_time(p, m, 1, tf, tb))
+
+
+@pytest.mark.parametrize("p,m,v", [(4, 8, 2), (4, 8, 4), (8, 16, 2)])
+def test_interleaving_divides_the_ramp_by_vpp(p, m, v):
+  tf, tb = 1.0, 2.0
+  plain = schedule.simulate(p, m, 1, tf, tb)["time"] - m * (tf + tb)
+  inter = schedule.simulate(p, m, v, tf, tb)["time"] - m * (tf + tb)
+  assert inter == pytest.approx(plain / v)
+  assert schedule.bubble_fraction(p, m, v) == pytest.approx(inter / (inter + m * (tf + tb)))
+
+
+def test_every_task_respects_its_dependency():
+  res = schedule.simulate(4, 8, 2, 1.0, 2.0)
+  end = {(k, mb, c, s): e for s, k, mb, c, _, e in res["events"]}
+  for s, k, mb, c, start, _ in res["events"]:
+    if k == "F" and s > 0:
+      assert start >= end[("F", mb, c, s - 1)] - 1e-12
+    if k == "B" and s < 3:
+      assert start >= end[("B", mb, c, s + 1)] - 1e-12
+  per_stage = {}
+  for s, _, _, _, a, b in sorted(res["events"], key=lambda e: (e[0], e[4])):
+    assert a >= per_stage.get(s, 0.0) - 1e-12  # one task at a time per stage
+    per_stage[s] = b
+
+
+@pytest.mark.parametrize("field", ["inter_bw", "intra_bw", "mem_bw", "offload_bw"])
+def test_more_bandwidth_is_never_slower(field):
+  cfg = _paper_cfg()
+  base = load_hardware("ascend_a2")
+  fast = base.to_dict()
+  fast[field] *= 2
+  fast["collective_table"] = json.loads(fast["collective_table"])
+  fast["gemm_table"] = json.loads(fast["gemm_table"])
+  fast_hw = hardware_config(**fast)
+  for extra in ("", ",hier_a2a=0", ",overlap=0", ",remat=offload"):
+    assert _paper(cfg, fast_hw, extra)["step_time_s"] <= _paper(cfg, base, extra)["step_time_s"] + 1e-12
+
+
+def test_paper_ablations_lower_the_prediction():
+  cfg = _paper_cfg()
+  hw = load_hardware("ascend_a2")
+  base = _paper(cfg, hw)
+  assert 0 < base["mfu"] < 1
+  for extra in (",hier_a2a=0", ",overlap=0", ",remat=full"):
+    assert _paper(cfg, hw, extra)["tokens_per_s"] < base["tokens_per_s"], extra
+  none = _paper(cfg, hw, ",remat=none")
+  assert none["memory_gb"]["activations"] > base["memory_gb"]["activations"]
+
+
+def test_unsharded_memory_equals_parameter_count():
+  m = base_config().model
+  cfg = base_config()
+  hw = _hw()
+  c = count_params(m)
+  n = c["total_params"] + c["mtp_params"]
+  plan = make_plan(cfg, dict(mbs=1, gbs=1, seq=16, dtype="bfloat16"))
+  mem = memory_per_device(m, plan, hw)
+  assert mem["weights"] * 1e9 == pytest.approx(n * 2, rel=1e-6)
+  assert mem["grads"] * 1e9 == pytest.approx(n * 4, rel=1e-6)
+  assert mem["optimizer"] * 1e9 == pytest.approx(n * 12, rel=1e-6)
+
+
+def test_expert_parallelism_shards_exactly_the_routed_experts():
+  cfg = base_config()
+  cfg.parallel.update(data=8)
+  m = cfg.model
+  hw = _hw()
+  routed = count_params(m)["breakdown"]["routed_experts"]
+  moe_layers = m.num_layers - m.num_dense_layers + m.mtp_depth
+  per_layer = routed / (m.num_layers - m.num_dense_layers)
+  one = memory_per_device(m, make_plan(cfg, dict(dp=8, ep=1, gbs=8, seq=16, dtype="bfloat16")), hw)["weights"]
+  eight = memory_per_device(m, make_plan(cfg, dict(dp=8, ep=8, gbs=8, seq=16, dtype="bfloat16")), hw)["weights"]
+  assert (one - eight) * 1e9 == pytest.approx(per_layer * moe_layers * (1 - 1 / 8) * 2, rel=1e-6)
+
+
+def test_log_interp_rate_hits_grid_points_and_stays_between():
+  table = [[m, k, n, float(m + k + n)] for m in (16, 256) for k in (16, 256) for n in (16, 256)]
+  assert log_interp_rate(table, 16, 256, 16) == pytest.approx(288.0)
+  mid = log_interp_rate(table, 64, 16, 16)
+  assert 48.0 < mid < 288.0
+  assert log_interp_rate(table, 1e6, 16, 16) == pytest.approx(288.0)  # flat beyond the grid
+
+
+def test_hardware_file_round_trip(tmp_path):
+  hw = _hw(gemm_table=[[16, 16, 16, 1e9], [64, 64, 64, 5e9]], collective_table={"all_to_all": [1e-4, 2e8]},
+           host_shared_compute=True, kernels="xla_cpu", probe_s=0.01)
+  path = str(tmp_path / "hw.py")
+  write_hardware_file(hw, path, {"mem_bw": "measured"}, "test")
+  back = load_hardware(path)
+  a, b = hw.to_dict(), back.to_dict()
+  assert set(a) == set(b)
+  for k in a:
+    if isinstance(a[k], float):
+      assert b[k] == pytest.approx(a[k], rel=1e-5), k
+    elif k in ("gemm_table", "collective_table"):
+      va, vb = json.loads(a[k]), json.loads(b[k])
+      pairs = zip(va, vb) if k == "gemm_table" else ((va[x], vb[x]) for x in va)
+      assert len(va) == len(vb)
+      for ra, rb in pairs:
+        assert rb == pytest.approx(ra, rel=1e-5), k
+    else:
+      assert b[k] == a[k], k
+
+
+@pytest.mark.parametrize("name", ["ascend_a2", "h100", "h200"])
+def test_public_hardware_files_cite_every_number(name):
+  load_hardware(name)
+  text = open(os.path.join(REPO, "configs", "hardware", f"{name}.py")).read()
+  body = text[text.index("hardware_config("):].splitlines()[1:]
+  prev = ""
+  for line in body:
+    if re.match(r"\s+\w+=", line) and not re.match(r"\s+(name|source)=", line):
+      assert "#" in line or prev.strip().startswith("#"), f"{name}: no source for {line.strip()}"
+    prev = line
+
+
+def test_plan_errors_name_the_field():
+  cfg = _paper_cfg()
+  with pytest.raises(ConfigError, match="plan.tp"):
+    make_plan(cfg, parse_plan_string("tp=3,pp=16,ep=1,tp_extend_ep=0,devices=6144"))
+  with pytest.raises(ConfigError, match="plan.bogus"):
+    parse_plan_string("bogus=1")
+
+
+def test_steady_step_time_skips_warmup():
+  lines = [{"step": 0}, {"tokens_per_s": 10.0}, {"tokens_per_s": 100.0}, {"tokens_per_s": 50.0},
+           {"tokens_per_s": 100.0}]
+  assert steady_step_time(lines, 100) == pytest.approx(1.0)
+
+
+def _cli(*args):
+  proc = subprocess.run([sys.executable, "-m", "pangu_jax.simulate", *args], capture_output=True, text=True,
+                        cwd=REPO, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cli_plan_json_keys():
+  out = _cli("--config=configs/pangu/ultra_moe_718b.py", "--hardware=ascend_a2", f"--plan={PAPER_PLAN}", "--json")
+  for k in ("mfu", "tokens_per_s", "step_time_s", "memory_per_device_gb", "fits"):
+    assert k in out
+  assert 0 < out["mfu"] < 1 and isinstance(out["fits"], bool)
+  assert out["tokens_per_s"] * out["step_time_s"] == pytest.approx(1536 * 4096, rel=1e-9)
+
+
+def test_cli_search_ranks_fitting_plans():
+  out = _cli("--config=configs/pangu/small.py", "--hardware=h100", "--search", "--plan=devices=8,pp=1,vpp=1", "--json",
+             "--noprogress", "--top=5")
+  res = out["results"]
+  assert res and all(r["fits"] for r in res)
+  tps = [r["tokens_per_s"] for r in res]
+  assert tps == sorted(tps, reverse=True)
+  assert all(r["plan"]["devices"] == 8 for r in res)
+  assert dataclasses.is_dataclass(make_plan(base_config(), {}))
+
+
+def test_validation_plan_follows_the_layout():
+  from pangu_jax.sim.validate import build_config, plan_for  # noqa: PLC0415
+
+  cfg = build_config("dp2_ep4_8dev")
+  sharded = plan_for(cfg, 8, True)
+  assert (sharded.dp, sharded.ep, sharded.tp, sharded.devices) == (8, 4, 1, 8)
+  assert sharded.mbs * sharded.dp == cfg.train.batch_size
+  unsharded = plan_for(cfg, 8, False)
+  assert (unsharded.devices, unsharded.mbs) == (1, cfg.train.batch_size)
+
+
+@pytest.mark.slow
+def test_calibrate_then_validate_two_tiny_configs(tmp_path):
+  """A quick calibration (microbenchmarks), then the real trainer on two single-device configs; the prediction
+  must be within a factor of two of the measurement (the full --validate asks 0.15 median)."""
+  from pangu_jax.sim.calibrate import calibrate_to_file  # noqa: PLC0415
+  from pangu_jax.sim.validate import validate  # noqa: PLC0415
+
+  path = str(tmp_path / "hw.py")
+  calibrate_to_file(path, quick=True)
+  hw = load_hardware(path)
+  assert hw.kernels == "xla_cpu" and hw.host_shared_compute
+  out = validate(hw, ["tiny_1dev", "e16_top1_noshared_1dev"], workdir=str(tmp_path / "runs"))
+  assert len(out["configs"]) == 2
+  for row in out["configs"]:
+    assert row["measured_s"] > 0 and row["predicted_s"] > 0
+    assert 0.5 < row["predicted_s"] / row["measured_s"] < 2.0, row
+
+
+def test_steady_step_time_min_is_the_fastest_steady_interval():
+  lines = [{"tokens_per_s": 1000.0}, {"tokens_per_s": 100.0}, {"tokens_per_s": 50.0}]
+  assert steady_step_time(lines, 100, "min") == pytest.approx(1.0)
