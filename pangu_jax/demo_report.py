@@ -67,7 +67,7 @@ def _plot(path: str, draw) -> str | None:
 
 
 def _sim_section(out: str, fig: Figures) -> list[str]:
-  rows = _lines(os.path.join(out, "sim", "search.jsonl"))
+  rows = [r for r in _lines(os.path.join(out, "sim", "search.jsonl")) if "plan" in r and "results" not in r]
   if not rows:
     return ["No simulator output (stage failed or skipped)."]
   best = rows[0]
