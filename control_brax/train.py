@@ -137,8 +137,12 @@ def _plot(workdir: str) -> str | None:
   return path
 
 
-def train(cfg, workdir: str, log=None, progress: bool = True) -> dict:
-  """Trains (or resumes) under `workdir`; returns the summary printed as JSON by the binary."""
+def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) -> dict:
+  """Trains (or resumes) under `workdir`; returns the summary printed as JSON by the binary.
+
+  `init_hook(runner, ts) -> ts`, when given, edits a fresh (not resumed) train state before training, e.g. to
+  start from a teacher's or a distilled student's parameters (control_brax.transfer).
+  """
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
   os.makedirs(workdir, exist_ok=True)
@@ -175,6 +179,8 @@ def train(cfg, workdir: str, log=None, progress: bool = True) -> dict:
     it = 0
     t0 = time.time()
     ts = runner.init(runner.keys)
+    if init_hook is not None:
+      ts = init_hook(runner, ts)
     log(f"initialised {tc.num_seeds} seed(s) of {cfg.algo} on {cfg.env.peg} in {time.time() - t0:.1f} s")
   wall = float(meta.get("wall_s", 0.0))
   best_return = float(meta.get("best_return", -np.inf))
@@ -236,6 +242,8 @@ def train(cfg, workdir: str, log=None, progress: bool = True) -> dict:
                    "eval_insertion_time_s": float(np.nanmean(ev["insertion_time_s"]))
                    if np.isfinite(ev["insertion_time_s"]).any() else None,
                    "eval_return_per_seed": [float(x) for x in ev["return"]],
+                   "eval_insertion_time_s_per_seed": [float(x) if np.isfinite(x) else None for x in
+                                                      ev["insertion_time_s"]],
                    "eval_peak_force_n_per_seed": [float(x) for x in ev["peak_force_n"]],
                    "eval_episodes": int(np.sum(ev["episodes"])), "eval_s": eval_s}
       writer.write(last_eval)
