@@ -1,6 +1,15 @@
-"""PEAD experiment driver: RL alone vs RL + compliance vs RL + compliance + PEAD, PPO and DDPG, over seeds.
+"""Experiment driver over seeds: PEAD (RL alone / + compliance / + PEAD) and LCRL (local vs global policy).
 
     python -m control_brax.experiment --out=results/pead_l_shape [--config.ppo_env_steps=1000000] ...
+    python -m control_brax.experiment --out=results/lcrl_square --config.peg=square --config.algos=ppo \
+        --config.variants=rl_compliance,rl_compliance_lcrl --config.ppo_env_steps=120000
+
+Variants: `rl_alone` (no compliance), `rl_compliance` (the globally connected
+agent), `rl_compliance_pead`, `rl_compliance_lcrl` (LCRL: each action
+component's sub-network sees only its connected state components, from
+`lcrl_graph`, a CS3 connection_graph.json; control_brax.cs3) and
+`rl_compliance_lcrl_full` (the same per-component sub-networks with every
+connection: separates the effect of locality from that of the architecture).
 
 Each (algorithm, variant) is one `control_brax.train` run under
 `<out>/runs/<algo>_<variant>/` with `seeds` seeds vmapped in one program, so the
@@ -12,9 +21,9 @@ bootstrap intervals over seeds) and plots (`learning_curves.png`,
 
 Figures per seed: env steps and wall time to 80% evaluation success (the first
 evaluation at or above 0.8; "not reached" counts are reported), final success
-rate, final evaluation return and mean peak contact force at the last
-evaluation. Wall time is the vmapped program's (all seeds at once), comparable
-between variants because every run has the same number of seeds.
+rate, final evaluation return, mean assembly (insertion) time over successful
+episodes and mean peak contact force at the last evaluation. Wall time is the
+vmapped program's (all seeds at once), comparable between variants because every run has the same number of seeds.
 """
 
 from __future__ import annotations
@@ -30,14 +39,15 @@ import numpy as np
 from control_brax.rl.config import base_rl_config
 from pangu_jax.train.metrics import read_metrics
 
-VARIANTS = ("rl_alone", "rl_compliance", "rl_compliance_pead")
+VARIANTS = ("rl_alone", "rl_compliance", "rl_compliance_pead", "rl_compliance_lcrl", "rl_compliance_lcrl_full")
+PEAD_VARIANTS = VARIANTS[:3]
 
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.peg = "l_shape"
   c.algos = "ppo,ddpg"
-  c.variants = ",".join(VARIANTS)
+  c.variants = ",".join(PEAD_VARIANTS)
   c.seeds = 5
   c.ppo_env_steps = 1_000_000  # per seed (the issue's default budget)
   c.ddpg_env_steps = 300_000
@@ -47,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.pead_switch_fraction = 0.25  # switch after this fraction of the budget
   c.success_threshold = 0.8
   c.notes = ""  # free text printed in the report (e.g. what else shared the machine)
+  c.lcrl_graph = "results/cs3_{peg}/connection_graph.json"  # LCRL connection graph ({peg} = the peg's name)
   c.run_overrides = "{}"  # JSON merged into every run's config, e.g. '{"ppo": {"num_envs": 64}}'
   return c
 
@@ -77,6 +88,10 @@ def run_config(exp, algo: str, variant: str) -> ml_collections.ConfigDict:
     c.pead.stages = exp.pead_stages
     n_switch = len(exp.pead_stages.split("|")) - 1
     c.pead.switch_steps = ",".join(str(int(budget * exp.pead_switch_fraction * (i + 1))) for i in range(n_switch))
+  if variant == "rl_compliance_lcrl":
+    c[algo].lcrl_graph = exp.lcrl_graph.format(peg=exp.peg)
+  if variant == "rl_compliance_lcrl_full":
+    c[algo].lcrl_graph = "full"
   _merge(c, json.loads(exp.run_overrides))
   return c
 
@@ -104,7 +119,9 @@ def per_seed(workdir: str, threshold: float) -> dict:
       if steps_to[s] is None and x >= threshold:
         steps_to[s], wall_to[s] = r["env_steps"], r["wall_s"]
   last = evals[-1]
-  return {"steps_to_80": steps_to, "wall_s_to_80": wall_to, "final_success_rate": last["eval_success_rate_per_seed"],
+  ins = last.get("eval_insertion_time_s_per_seed", [None] * n)  # older runs logged only the mean over seeds
+  return {"insertion_time_s": ins,
+          "steps_to_80": steps_to, "wall_s_to_80": wall_to, "final_success_rate": last["eval_success_rate_per_seed"],
           "final_return": last.get("eval_return_per_seed", [last["eval_return"]] * n),
           "peak_force_n": last.get("eval_peak_force_n_per_seed", [last["eval_peak_force_n"]] * n),
           "curve": {"env_steps": [r["env_steps"] for r in evals],
@@ -113,15 +130,15 @@ def per_seed(workdir: str, threshold: float) -> dict:
 
 
 def summarize(seeds: dict) -> dict:
-  out = {k: bootstrap_ci(seeds[k]) for k in ("steps_to_80", "wall_s_to_80", "final_success_rate", "final_return",
-                                            "peak_force_n")}
+  keys = ("steps_to_80", "wall_s_to_80", "final_success_rate", "final_return", "insertion_time_s", "peak_force_n")
+  out = {k: bootstrap_ci(seeds.get(k, [])) for k in keys}
   out["reached_80"] = f"{sum(x is not None for x in seeds['steps_to_80'])}/{len(seeds['steps_to_80'])}"
   return out
 
 
-def _fmt(s: dict, scale: float = 1.0, digits: int = 2) -> str:
+def _fmt(s: dict, scale: float = 1.0, digits: int = 2, none: str = "not reached") -> str:
   if s["mean"] is None:
-    return "not reached"
+    return none
   lo, hi = s["ci95"]
   return f"{s['mean'] * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
 
@@ -176,7 +193,8 @@ def _compare(a: dict, b: dict, lower_is_better: bool) -> str:
 
 
 def claims(results: dict) -> list[str]:
-  """One line per claim: PEAD vs RL + compliance, and RL + compliance vs RL alone, per algorithm."""
+  """One line per claim, per algorithm: PEAD and LCRL each against the global RL + compliance agent, and RL +
+  compliance against RL alone."""
   out = []
   for algo in sorted({k.split("/")[0] for k in results}):
     pead, comp, alone = (results.get(f"{algo}/{v}", {}).get("summary") for v in
@@ -195,24 +213,82 @@ def claims(results: dict) -> list[str]:
                              ("higher final success than RL alone", "final_success_rate", False),
                              ("lower peak force than RL alone", "peak_force_n", True)):
         out.append(f"- {algo.upper()}, RL + compliance {name}: {_compare(comp[key], alone[key], low)}")
+    for variant, label in (("rl_compliance_lcrl", "LCRL"), ("rl_compliance_lcrl_full", "per-component, fully "
+                                                                                         "connected")):
+      local = results.get(f"{algo}/{variant}", {}).get("summary")
+      if not (local and comp):
+        continue
+      unfinished = [f"{k} at {r['seeds']['env_steps']:,} of {r['budget']:,} env steps" for k, r in
+                    ((f"{algo}/{v}", results[f"{algo}/{v}"]) for v in (variant, "rl_compliance"))
+                    if "env_steps" in r["seeds"] and r["seeds"]["env_steps"] < r.get("budget", 0)]
+      # steps to 80% are final once every seed of both runs has crossed (the first crossing cannot change)
+      crossed = all(x is not None for v in (variant, "rl_compliance")
+                    for x in results[f"{algo}/{v}"]["seeds"]["steps_to_80"])
+      if unfinished:
+        out.append(f"- {algo.upper()}, {label} vs global, final figures: not judged yet ({'; '.join(unfinished)}); "
+                   "see the same-env-steps table")
+      for name, key, low in (("data efficiency (env steps to 80%)", "steps_to_80", True),
+                             ("time efficiency (wall s to 80%)", "wall_s_to_80", True),
+                             ("higher final reward", "final_return", False),
+                             ("higher final success", "final_success_rate", False),
+                             ("faster assembly (insertion time)", "insertion_time_s", True),
+                             ("more stable (lower peak force)", "peak_force_n", True)):
+        if unfinished and not (key in ("steps_to_80", "wall_s_to_80") and crossed):
+          continue
+        ratio = ""
+        if local[key]["mean"] and comp[key]["mean"]:
+          ratio = f" ({label} / global = {local[key]['mean'] / comp[key]['mean']:.2f})"
+        out.append(f"- {algo.upper()}, {label} vs global {name}: {_compare(local[key], comp[key], low)}{ratio}")
   return out
 
 
+def matched_success(results: dict) -> list[str]:
+  """Evaluation success of each LCRL/PEAD variant against the global agent at the same env steps (learning curves
+  compared point by point; also usable while a run is unfinished)."""
+  lines = []
+  for key, r in sorted(results.items()):
+    algo, variant = key.split("/")
+    base = results.get(f"{algo}/rl_compliance")
+    if variant in ("rl_compliance", "rl_alone") or base is None:
+      continue
+    a, b = r["seeds"]["curve"], base["seeds"]["curve"]
+    common = sorted(set(a["env_steps"]) & set(b["env_steps"]))
+    if not common:
+      continue
+    lines += [f"### Evaluation success at the same env steps: {key} vs {algo}/rl_compliance", "",
+              "| env steps per seed | " + variant + " | rl_compliance (global) |", "|---|---|---|"]
+    for x in common:
+      sa = bootstrap_ci(a["success"][a["env_steps"].index(x)])
+      sb = bootstrap_ci(b["success"][b["env_steps"].index(x)])
+      lines.append(f"| {x:,} | {_fmt(sa)} | {_fmt(sb)} |")
+    lines.append("")
+  return lines
+
+
 def report(exp, results: dict, out: str) -> str:
-  lines = [f"# PEAD experiment on `{exp.peg}`", "",
-           f"{exp.seeds} seeds per run, vmapped in one program; PEAD stages `{exp.pead_stages}` switching at "
-           f"{exp.pead_switch_fraction:.0%} of the budget. Mean and 95% bootstrap interval over seeds.", "",
-           "| algo / variant | budget (env steps per seed) | reached 80% | env steps to 80% "
-           "| wall s to 80% (all seeds) | final success | final return | peak force (N) |",
-           "|---|---|---|---|---|---|---|---|"]
+  variants = {k.split("/")[1] for k in results} | {v.strip() for v in exp.variants.split(",") if v.strip()}
+  lcrl = any(v.startswith("rl_compliance_lcrl") for v in variants)
+  title = "LCRL experiment" if lcrl and "rl_compliance_pead" not in variants else "PEAD experiment"
+  lines = [f"# {title} on `{exp.peg}`", "", f"{exp.seeds} seeds per run, vmapped in one program. "
+           + (f"PEAD stages `{exp.pead_stages}` switching at {exp.pead_switch_fraction:.0%} of the budget. "
+              if "rl_compliance_pead" in variants else "")
+           + (f"LCRL connection graph `{exp.lcrl_graph.format(peg=exp.peg)}`. " if lcrl else "")
+           + "Mean and 95% bootstrap interval over seeds.", "",
+           "| algo / variant | env steps done / budget (per seed) | reached 80% | env steps to 80% "
+           "| wall s to 80% (all seeds) | final success | final return | assembly time (s) | peak force (N) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for key, r in sorted(results.items()):
     s = r["summary"]
-    lines.append(f"| {key} | {r.get('budget', '?'):,} | {s['reached_80']} | {_fmt(s['steps_to_80'], digits=0)} | "
-                 f"{_fmt(s['wall_s_to_80'], digits=0)} | {_fmt(s['final_success_rate'])} | "
-                 f"{_fmt(s['final_return'], digits=1)} | {_fmt(s['peak_force_n'], digits=1)} |")
+    done = r["seeds"].get("env_steps", r.get("budget", 0))
+    lines.append(f"| {key} | {done:,} / {r.get('budget', 0):,} | {s['reached_80']} | "
+                 f"{_fmt(s['steps_to_80'], digits=0)} | {_fmt(s['wall_s_to_80'], digits=0)} | "
+                 f"{_fmt(s['final_success_rate'])} | "
+                 f"{_fmt(s['final_return'], digits=1)} | {_fmt(s['insertion_time_s'], digits=3, none='n/a')} | "
+                 f"{_fmt(s['peak_force_n'], digits=1)} |")
   if exp.get("notes"):
     lines += ["", f"Note: {exp.notes}"]
   lines += ["", "## The papers' claims against these figures", ""] + claims(results) + [""]
+  lines += matched_success(results)
   lines += ["![learning curves](learning_curves.png)", "", "![steps to 80%](steps_to_80.png)", ""]
   path = os.path.join(out, "report.md")
   with open(path, "w") as f:
@@ -230,7 +306,10 @@ def aggregate(exp, out: str) -> dict:
         continue
       with open(os.path.join(workdir, "config.json")) as f:
         budget = json.load(f)["train"]["total_env_steps"]
-      seeds = per_seed(workdir, exp.success_threshold)
+      try:
+        seeds = per_seed(workdir, exp.success_threshold)
+      except FileNotFoundError:  # a run started but not yet evaluated
+        continue
       results[f"{algo}/{variant}"] = {"seeds": seeds, "summary": summarize(seeds), "budget": budget}
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({"config": exp.to_dict(), "results": results}, f, indent=1)

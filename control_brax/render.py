@@ -113,9 +113,12 @@ def main(argv):
 
     if f.config:
       cfg = load_rl_config(f.config)
-    else:  # the config the run saved (with every override it was trained with)
+    else:  # the config the run saved (with every override it was trained with); JSON lists back to tuples
+      def tuples(d):
+        return {k: tuples(v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
       with open(os.path.join(f.workdir, "config.json")) as fh:
-        cfg = validate_rl(ml_collections.ConfigDict(json.load(fh)))
+        cfg = validate_rl(ml_collections.ConfigDict(tuples(json.load(fh))))
     env = cfg.env
     policy = agent_policy(cfg, f.workdir)
   else:

@@ -51,7 +51,8 @@ def plan(out: str, quick: bool) -> dict[str, list[list[str]]]:
   hw = os.path.join(sim, "this_machine.py")
   return {
       "simulate": [
-          [PY, "-m", "pangu_jax.simulate", "--calibrate", f"--out={hw}", "--noprogress"] + (["--quick"] if quick else []),
+          [PY, "-m", "pangu_jax.simulate", "--calibrate", f"--out={hw}", "--noprogress",
+           *(["--quick"] if quick else [])],
           [PY, "-m", "pangu_jax.simulate", "--config=configs/pangu/tiny.py", f"--hardware={hw}", "--search",
            "--json", ">", os.path.join(sim, "search.jsonl")],
       ],

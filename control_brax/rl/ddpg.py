@@ -22,6 +22,7 @@ from flax import struct
 
 from control_brax.rl import networks as nets
 from control_brax.rl import rollout
+from control_brax.rl.config import policy_mask
 from control_brax.rl.normalize import RunningStats, init_stats, normalize, update_stats
 from control_brax.rl.ppo import Algo, hidden_sizes
 
@@ -59,6 +60,10 @@ def make(env, cfg) -> Algo:
   hidden = hidden_sizes(cfg.hidden)
   n_critics = 2 if cfg.td3 else 1
   obs_size, act_size = env.observation_size, env.action_size
+  # LCRL (cfg.lcrl_graph): the actor is one sub-network per action component over its connected state components
+  # (a constant mask, closed over); the critics stay globally connected (they judge the joint action).
+  mask = policy_mask(cfg, obs_size, act_size, "ddpg")
+  actor_hidden = (hidden_sizes(cfg.get("lcrl_hidden", "")) or hidden) if mask is not None else hidden
   actor_opt = optax.adam(cfg.actor_lr)
   critic_opt = optax.adam(cfg.critic_lr)
 
@@ -66,6 +71,8 @@ def make(env, cfg) -> Algo:
     return normalize(stats, obs) if cfg.normalize_obs else obs
 
   def actor(layers, obs):
+    if mask is not None:
+      return jnp.tanh(nets.local_mlp(layers, mask, obs, activation=jax.nn.relu))
     return jnp.tanh(nets.mlp(layers, obs, activation=jax.nn.relu))
 
   def critic(layers, obs, a):
@@ -73,7 +80,10 @@ def make(env, cfg) -> Algo:
 
   def init(key):
     k_a, k_c, k_env, k_rng = jax.random.split(key, 4)
-    a = nets.init_mlp(k_a, (obs_size, *hidden, act_size), last_scale=0.1)
+    if mask is not None:
+      a = nets.init_local_mlp(k_a, mask, actor_hidden, last_scale=0.1)
+    else:
+      a = nets.init_mlp(k_a, (obs_size, *hidden, act_size), last_scale=0.1)
     cs = [nets.init_mlp(k, (obs_size + act_size, *hidden, 1)) for k in jax.random.split(k_c, n_critics)]
     params = {"actor": a, "critics": cs, "target_actor": a, "target_critics": cs}
     opt = (actor_opt.init(a), critic_opt.init(cs))

@@ -2,9 +2,17 @@
 
 A network is a list of {"w", "b"} layers. Policies are Gaussian with a
 state-independent log-std per action output; the environment clips actions to
-[-1, 1]. LCRL's local connections are a 0/1 mask on the first layer of a
-per-action-component sub-network (control_brax.lcrl); a globally connected
-network is the mask of ones.
+[-1, 1].
+
+LCRL (docs/control_brax_cs3_lcrl.md): a *local* network is one sub-network per
+action component, stored stacked (every weight has a leading component axis),
+whose first layer is multiplied by a fixed 0/1 connection mask (action rows x
+state columns, from a CS3 connection graph). The mask is a constant held by the
+caller, not a parameter, so no optimiser can move it; because the masked
+weights enter the forward pass multiplied by exactly 0, output i does not
+depend on state component j outside its connection set at all (its gradient
+with respect to that input is exactly zero). A mask of ones gives per-component
+sub-networks that see everything (an architecture control for the comparison).
 """
 
 from __future__ import annotations
@@ -32,13 +40,55 @@ def mlp(layers, x, activation=jnp.tanh):
   return x
 
 
-def init_policy(key, obs_size: int, action_size: int, hidden=(64, 64), init_log_std: float = -0.5):
-  return {"mean": init_mlp(key, (obs_size, *hidden, action_size), last_scale=0.01),
-          "log_std": jnp.full(action_size, init_log_std)}
+def init_policy(key, obs_size: int, action_size: int, hidden=(64, 64), init_log_std: float = -0.5, mask=None):
+  """Gaussian policy parameters; with `mask` (action_size, obs_size) the mean is a local network (LCRL)."""
+  if mask is None:
+    mean = init_mlp(key, (obs_size, *hidden, action_size), last_scale=0.01)
+  else:
+    mean = init_local_mlp(key, mask, hidden, last_scale=0.01)
+  return {"mean": mean, "log_std": jnp.full(action_size, init_log_std)}
 
 
-def policy_mean(params, obs):
-  return mlp(params["mean"], obs)
+def policy_mean(params, obs, mask=None):
+  """The Gaussian policy's mean: a global MLP, or with `mask` (n_actions, n_obs) the local network."""
+  if mask is None:
+    return mlp(params["mean"], obs)
+  return local_mlp(params["mean"], mask, obs)
+
+
+def init_local_mlp(key, mask, hidden, last_scale: float = 1.0):
+  """Stacked per-component sub-networks n_obs -> hidden... -> 1, one per row of `mask` (n_out, n_in).
+
+  LeCun-normal weights with the fan-in of the first layer counted over the
+  connected inputs only, so a component seeing 3 inputs starts with the same
+  pre-activation scale as one seeing 12.
+  """
+  mask = np.asarray(mask, np.float32)
+  n_out, n_in = mask.shape
+  sizes = (n_in, *hidden, 1)
+  keys = jax.random.split(key, len(sizes) - 1)
+  layers = []
+  for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+    if i == 0:
+      fan = np.maximum(mask.sum(1), 1.0)[:, None, None]
+    else:
+      fan = np.full((n_out, 1, 1), a, np.float32)
+    scale = (last_scale if i == len(sizes) - 2 else 1.0) / np.sqrt(fan)
+    w = jnp.asarray(scale) * jax.random.normal(k, (n_out, a, b))
+    if i == 0:
+      w = w * jnp.asarray(mask)[:, :, None]  # unconnected weights start (and, masked, act as) zero
+    layers.append({"w": w, "b": jnp.zeros((n_out, b))})
+  return layers
+
+
+def local_mlp(layers, mask, x, activation=jnp.tanh):
+  """(..., n_in) -> (..., n_out): output i is sub-network i applied to x with inputs outside mask[i] cut."""
+  w0 = layers[0]["w"] * jnp.asarray(mask, layers[0]["w"].dtype)[:, :, None]
+  h = jnp.einsum("...i,kih->...kh", x, w0) + layers[0]["b"]
+  for layer in layers[1:]:
+    h = activation(h)
+    h = jnp.einsum("...kh,khg->...kg", h, layer["w"]) + layer["b"]
+  return h[..., 0]
 
 
 def gaussian_log_prob(mean, log_std, a):

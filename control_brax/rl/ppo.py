@@ -25,6 +25,7 @@ from flax import struct
 
 from control_brax.rl import networks as nets
 from control_brax.rl import rollout
+from control_brax.rl.config import policy_mask
 from control_brax.rl.normalize import RunningStats, init_stats, normalize, update_stats
 
 
@@ -71,11 +72,19 @@ def make(env, cfg) -> Algo:
   batch = n * t_len
   mb = batch // cfg.minibatches
   hidden = hidden_sizes(cfg.hidden)
+  # LCRL (cfg.lcrl_graph): the policy mean is one sub-network per action component over its connected state
+  # components (a constant mask, closed over); the value network stays globally connected.
+  mask = policy_mask(cfg, env.observation_size, env.action_size, "ppo")
+  pi_hidden = (hidden_sizes(cfg.get("lcrl_hidden", "")) or hidden) if mask is not None else hidden
   optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate, eps=1e-5))
+
+  def policy_mean(policy, obs):
+    return nets.policy_mean(policy, obs, mask)
 
   def init(key):
     k_pi, k_v, k_env, k_rng = jax.random.split(key, 4)
-    params = {"policy": nets.init_policy(k_pi, env.observation_size, env.action_size, hidden, cfg.init_log_std),
+    params = {"policy": nets.init_policy(k_pi, env.observation_size, env.action_size, pi_hidden, cfg.init_log_std,
+                                         mask=mask),
               "value": nets.init_mlp(k_v, (env.observation_size, *hidden, 1))}
     return TrainState(params=params, opt_state=optimizer.init(params), obs_stats=init_stats(env.observation_size),
                       env_state=rollout.reset(env, k_env, n), rng=k_rng, env_steps=jnp.zeros((), jnp.int32),
@@ -85,10 +94,10 @@ def make(env, cfg) -> Algo:
     return normalize(stats, obs) if cfg.normalize_obs else obs
 
   def act(params, stats, obs):
-    return nets.policy_mean(params["policy"], norm(stats, obs))
+    return policy_mean(params["policy"], norm(stats, obs))
 
   def loss_fn(params, b):
-    mean = nets.policy_mean(params["policy"], b["obs"])
+    mean = policy_mean(params["policy"], b["obs"])
     log_std = params["policy"]["log_std"]
     logp = nets.gaussian_log_prob(mean, log_std, b["action"])
     ratio = jnp.exp(logp - b["logp"])
@@ -110,7 +119,7 @@ def make(env, cfg) -> Algo:
       k_a, k_r = jax.random.split(k)
       obs_raw = env_state.obs
       obs = norm(stats, obs_raw)
-      mean = nets.policy_mean(params["policy"], obs)
+      mean = policy_mean(params["policy"], obs)
       log_std = params["policy"]["log_std"]
       action = mean + jnp.exp(log_std) * jax.random.normal(k_a, mean.shape)
       logp = nets.gaussian_log_prob(mean, log_std, action)
