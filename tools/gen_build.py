@@ -20,7 +20,7 @@ PACKAGES = ["confspec", "pangu_jax", "npu_backend", "control_brax"]
 BINARY_NAMES = {
     "pangu_jax": ["info", "train", "generate", "simulate", "demo", "study"],
     "npu_backend": ["export", "parity"],
-    "control_brax": ["train", "evaluate", "cs3", "transfer", "scripted", "render", "experiment"],
+    "control_brax": ["train", "evaluate", "cs3", "transfer", "etcl", "scripted", "render", "experiment"],
 }
 
 
