@@ -70,10 +70,16 @@ def pack(state):
 
 
 def unpack(leaves, abstract):
-  """Inverse of `pack` given the state's abstract structure."""
+  """Inverse of `pack` given the state's abstract structure.
+
+  The leaves come back uncommitted to a device, like a fresh state's: jit keys its compiled programs on the
+  arguments' committedness, so restored (committed) leaves would make a resumed run compile the whole MJX
+  rollout again (about a minute here) although nothing about the program changed.
+  """
   it = iter(leaves)
   flat, treedef = jax.tree.flatten(abstract)
-  return jax.tree.unflatten(treedef, [jnp.zeros(a.shape, a.dtype) if not a.size else next(it) for a in flat])
+  return jax.tree.unflatten(treedef, [jnp.zeros(a.shape, a.dtype) if not a.size else jnp.asarray(np.asarray(next(it)))
+                                      for a in flat])
 
 
 _RUNNERS: dict = {}

@@ -46,7 +46,7 @@ def init_policy(key, obs_size: int, action_size: int, hidden=(64, 64), init_log_
     mean = init_mlp(key, (obs_size, *hidden, action_size), last_scale=0.01)
   else:
     mean = init_local_mlp(key, mask, hidden, last_scale=0.01)
-  return {"mean": mean, "log_std": jnp.full(action_size, init_log_std)}
+  return {"mean": mean, "log_std": jnp.full(action_size, init_log_std, jnp.float32)}  # not weak-typed: see test_rl
 
 
 def policy_mean(params, obs, mask=None):

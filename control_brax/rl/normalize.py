@@ -14,7 +14,7 @@ class RunningStats:
 
 
 def init_stats(size: int) -> RunningStats:
-  return RunningStats(count=jnp.asarray(1e-4), mean=jnp.zeros(size), var=jnp.ones(size))
+  return RunningStats(count=jnp.asarray(1e-4, jnp.float32), mean=jnp.zeros(size), var=jnp.ones(size))
 
 
 def update_stats(s: RunningStats, batch) -> RunningStats:

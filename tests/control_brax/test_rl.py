@@ -120,6 +120,24 @@ def _leaves(workdir, cfg):
   return [np.asarray(x) for x in jax.tree.leaves(ts.params)]
 
 
+@pytest.mark.parametrize("algo", ["ppo", "ddpg"])
+def test_iteration_keeps_the_train_state_types(algo):
+  """The init's state has no weak-typed leaf (a state restored from a checkpoint never has) and one iteration
+  returns exactly the init's types, so neither the driver's second iteration nor a resumed run compiles the
+  iteration program again (each compile of the MJX rollout costs about a minute here)."""
+  c = _tiny(algo)
+  algo_ = ppo.make(_env("x,y,z,rx,ry,rz"), c.ppo) if algo == "ppo" else ddpg.make(_env("x,y,z,rx,ry,rz"), c.ddpg)
+  ts0 = jax.eval_shape(algo_.init, jax.random.PRNGKey(0))
+  ts1, _ = jax.eval_shape(algo_.iteration, ts0)
+  kind = lambda a: (a.shape, a.dtype, a.weak_type)  # noqa: E731
+  assert jax.tree.structure(ts0) == jax.tree.structure(ts1)
+  bad = [(jax.tree_util.keystr(p), kind(a), kind(b)) for (p, a), b in
+         zip(jax.tree_util.tree_leaves_with_path(ts0), jax.tree.leaves(ts1)) if kind(a) != kind(b)]
+  assert not bad, bad
+  weak = [jax.tree_util.keystr(p) for p, a in jax.tree_util.tree_leaves_with_path(ts0) if a.weak_type]
+  assert not weak, weak
+
+
 @pytest.mark.parametrize("algo", ["ppo", pytest.param("ddpg", marks=pytest.mark.slow)])
 def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo):
   """A run interrupted after its first checkpoint and resumed ends with the same weights as an uninterrupted one."""
@@ -136,6 +154,10 @@ def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo):
   assert resumed["env_steps"] == 256 and resumed["stage"] == 1
   for a, b in zip(_leaves(tmp_path / "full", cfg), _leaves(tmp_path / "split", cfg)):
     np.testing.assert_array_equal(a, b)
+  # restored like a fresh state (uncommitted), so resuming reuses the compiled iteration instead of recompiling
+  from control_brax.evaluate import load_agent
+
+  assert not any(x.committed for x in jax.tree.leaves(load_agent(cfg, str(tmp_path / "split"))[1]))
   evals = [r for r in read_metrics(str(tmp_path / "split")) if "eval_success_rate" in r]
   assert evals and all(0.0 <= r["eval_success_rate"] <= 1.0 for r in evals)
   assert {"step", "env_steps", "eval_success_rate", "eval_return"} <= set(evals[-1])

@@ -93,8 +93,7 @@ def test_etcl_scripted_smoke():
 def test_committed_etcl_report():
   """The committed acceptance report covers >= 200 paired episodes per target and says whether each passes."""
   path = os.path.join(os.path.dirname(__file__), "..", "..", "results", "etcl", "acceptance.json")
-  if not os.path.exists(path):
-    pytest.skip("results/etcl/acceptance.json not written yet")
+  assert os.path.exists(path), "results/etcl/acceptance.json is committed; regenerate it with control_brax.etcl"
   with open(path) as f:
     rep = json.load(f)
   assert rep["episodes"] >= 200
@@ -172,14 +171,19 @@ def test_transfer_new_geometry_file(tmp_path):
   c.env.episode_steps = 20
   c.transfer.seeds, c.transfer.budget_steps, c.transfer.teacher_steps = 2, 64, 32
   c.transfer.distill_rollout_len, c.transfer.distill_steps = 2, 5
-  res = transfer.run("square", str(peg), str(tmp_path / "out"), c, progress=False, log=lambda m: None)
+  # Only the method that uses every piece (teacher, ETCL gains and WDPD weights from the file's features,
+  # distillation): each method is one more compiled RL program, and the suite has a time budget.
+  res = transfer.run("square", str(peg), str(tmp_path / "out"), c, progress=False, log=lambda m: None,
+                     methods=("etcl_wdpd",))
   js = transfer.contract_json(res)
   assert js["target"] == "rect_wide"
-  for m in transfer.METHODS:
-    for k in ("steps_to_80", "wall_s_to_80"):
-      assert set(js[m][k]) == {"median", "ci95"} and len(js[m][k]["ci95"]) == 2
-    assert 0 <= js[m]["final_success_rate"] <= 1
-    assert len(res["results"][m]["seeds"]["final_success_rate"]) == 2
+  m = "etcl_wdpd"
+  for k in ("steps_to_80", "wall_s_to_80"):
+    assert set(js[m][k]) == {"median", "ci95"} and len(js[m][k]["ci95"]) == 2
+  assert 0 <= js[m]["final_success_rate"] <= 1
+  assert len(res["results"][m]["seeds"]["final_success_rate"]) == 2
+  assert all(js[o] is None for o in transfer.METHODS if o != m)
+  assert set(res["meta"]["unfinished"]) == set(transfer.METHODS) - {m}
   assert os.path.exists(tmp_path / "out" / "report.md")
   with open(tmp_path / "out" / "runs" / "etcl_wdpd" / "distill.json") as f:
     d = json.load(f)
