@@ -29,3 +29,10 @@ def small_model_cfg(**overrides):
 @pytest.fixture
 def repo():
   return REPO
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked slow run first (stable order otherwise): pytest-xdist hands out tests from the front of the
+  list, so the long ones start early on every worker and the short ones fill the gaps at the end, instead of a
+  ten-minute test starting last and running alone (longest-first scheduling)."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
