@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## The whole suite (what CI runs).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 3 --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 3 --maxschedchunk=1 --durations=30 $(PYTEST_ARGS)
 
 ## The edit loop: everything but tests marked slow.
 test-fast: $(STAMP)
