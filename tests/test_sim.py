@@ -251,9 +251,9 @@ assert hw.kernels == "xla_cpu" and hw.host_shared_compute
 out = validate(hw, ["tiny_1dev", "e16_top1_noshared_1dev"], workdir={str(tmp_path / "runs")!r})
 print(json.dumps(out["configs"]))
 """
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = re.sub(r"--xla_backend_optimization_level=\S+", "", env.get("XLA_FLAGS", "")).strip()
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+  from conftest import full_opt_env  # noqa: PLC0415
+
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=full_opt_env(), capture_output=True, text=True,
                         timeout=1200)
   assert proc.returncode == 0, proc.stderr[-4000:]
   rows = json.loads(proc.stdout.strip().splitlines()[-1])
