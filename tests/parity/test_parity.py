@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import REPO, small_model_cfg  # noqa: E402
 
 from npu_backend.ops import reference  # noqa: E402
-from npu_backend.parity import far_from_uniform, run_parity  # noqa: E402
+from npu_backend.parity import far_from_uniform, routing_agreement, run_parity  # noqa: E402
 from pangu_jax.config import base_config  # noqa: E402
 from pangu_jax.model import transformer  # noqa: E402
 
@@ -83,7 +83,7 @@ def test_checkpoint_trained_for_a_few_steps(tmp_path):
   assert report["passed"], json.dumps(report["layers"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--mock_npu"], ["--dtype=bfloat16"]])
+@pytest.mark.parametrize("extra", [[], ["--mock_npu"], ["--dtype=bfloat16"], ["--mock_npu", "--dtype=bfloat16"]])
 def test_parity_binary_on_the_tiny_preset(extra):
   proc = subprocess.run([sys.executable, "-m", "npu_backend.parity", "--config=configs/pangu/tiny.py", "--json",
                          *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -94,6 +94,32 @@ def test_parity_binary_on_the_tiny_preset(extra):
   if "--mock_npu" in extra:
     assert report["backend"] == "npu" and "mock" in report["backend_reason"]
     assert report["lowering"] == "torch_npu" and report["lowered_regions"]["grouped_matmul"] > 0
+
+
+def test_routing_agreement_counts_each_flip_once():
+  """A token that flips in layer 0 and therefore differs in layer 1 is one flip, not two; checked against a naive
+  per-token count of first disagreements. Expert sets compare as sets (order within top-k is irrelevant)."""
+  rng = np.random.default_rng(0)
+  layers, b, s, e, k = 3, 4, 50, 8, 2
+  ref = np.stack([np.stack([np.stack([rng.choice(e, k, replace=False) for _ in range(s)]) for _ in range(b)])
+                  for _ in range(layers)])
+  got = ref[..., ::-1].copy()  # same sets, reversed order
+  got[0, 0, 3] = (ref[0, 0, 3] + 1) % e  # flip in layer 0 ...
+  got[1, 0, 3] = (ref[1, 0, 3] + 1) % e  # ... and its consequence in layer 1
+  got[2, 0, 3] = (ref[2, 0, 3] + 1) % e
+  got[1, 2, 7] = (ref[1, 2, 7] + 1) % e  # a new flip in layer 1
+  got[2, 1, 9] = (ref[2, 1, 9] + 1) % e  # and one in layer 2
+  rep = routing_agreement(ref, got)
+  n = b * s
+  alive, first = set(range(n)), []
+  for li in range(layers):  # naive: count first disagreements among tokens still agreeing
+    bad = {t for t in alive if set(ref[li].reshape(n, k)[t]) != set(got[li].reshape(n, k)[t])}
+    first.append((len(alive) - len(bad)) / len(alive))
+    alive -= bad
+  np.testing.assert_allclose([r["agreement"] for r in rep], first)
+  assert [r["agreement"] for r in rep] == [1 - 1 / 200, 1 - 1 / 199, 1 - 1 / 198]
+  assert [r["agreement_all_tokens"] for r in rep] == [1 - 1 / 200, 1 - 2 / 200, 1 - 2 / 200]
+  assert rep[-1]["mask"].sum() == 197 and not rep[-1]["mask"][0, 3]
 
 
 def test_reference_op_conventions():
