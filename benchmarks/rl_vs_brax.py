@@ -1,21 +1,27 @@
 """Our PPO against Brax's own PPO on a stock Brax environment, same hyperparameters, to the same target return.
 
-`inverted_pendulum` (MJX backend, episodes of 1000 steps, target evaluation return 950). Both use 256 worlds,
-10240 env steps per iteration (ours: 40-step rollouts; Brax: unroll 5 x batch 256 x 8 minibatches), 4 epochs of
-8 minibatches, learning rate 3e-4, discount 0.97, GAE lambda 0.95, clip 0.3, entropy 1e-2, reward scale 10,
-observation normalisation, 64x64 tanh networks (Brax's defaults are 4x32 policy and 5x256 value layers; we set
-both to 64x64). Wall time from the start of training (compilation included) to the first evaluation at or above
-the target, measured in the same process, ours first.
+`inverted_pendulum` (MJX backend, episodes of 1000 steps, target evaluation return 950). Brax runs with its own
+published known-good settings for this environment (brax's training notebook / learning tests: 2048 worlds,
+batch 1024 x 32 minibatches x unroll 5 = 163,840 env steps per iteration, 4 epochs, learning rate 3e-4,
+discount 0.97, GAE lambda 0.95, clip 0.3, entropy 1e-2, reward scale 10, observation normalisation, its default
+networks). Ours gets the same sample-level hyperparameters: 2048 worlds x 80-step rollouts (the same 163,840 env
+steps per iteration), 4 epochs of 32 minibatches and the same optimiser and loss constants, with our own
+networks (64x64 tanh policy and value MLPs, state-independent log-std; Brax: 4x32 swish policy with a
+tanh-squashed, state-dependent Normal, 5x256 swish value). Both are evaluated deterministically on 128 episodes
+after every iteration. Wall time from the start of training (compilation included) to the first evaluation at
+or above the target, in the same process, ours first.
+
+An earlier version mapped *our* hyperparameters onto Brax (256 worlds, unroll 5 x batch 256 x 8 minibatches,
+64x64 networks); Brax then did not reach the target within 2.4M env steps, so the anchor was unfair to it.
 
 Last line: JSON with ours_wall_s, brax_wall_s, ratio (ours / brax), the env steps at which each reached the
 target, and each one's evaluation curve.
-Usage: python benchmarks/rl_vs_brax.py [--target=950] [--max_steps=2000000]
+Usage: python benchmarks/rl_vs_brax.py [--target=950] [--max_steps=3000000]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import time
@@ -31,9 +37,15 @@ from brax.envs.wrappers.training import EpisodeWrapper  # noqa: E402
 from control_brax.rl import ppo  # noqa: E402
 
 EPISODE = 1000
+# Brax's published settings for inverted_pendulum; ours below uses the same sample-level figures.
+NUM_ENVS, BATCH, MINIBATCHES, UNROLL, EPOCHS = 2048, 1024, 32, 5, 4
+STEPS_PER_ITER = BATCH * MINIBATCHES * UNROLL  # 163,840
+COMMON = dict(learning_rate=3e-4, discounting=0.97, gae_lambda=0.95, clipping_epsilon=0.3, entropy_cost=1e-2,
+              reward_scaling=10.0)
+EVAL_EPISODES = 128
 
 
-def eval_return(env, act, key, n: int = 64):
+def eval_return(env, act, key, n: int = EVAL_EPISODES):
   """Mean undiscounted return of n deterministic episodes (each stops at its first done)."""
   state = jax.vmap(env.reset)(jax.random.split(key, n))
 
@@ -50,9 +62,10 @@ def eval_return(env, act, key, n: int = 64):
 def ours(target: float, max_steps: int) -> dict:
   env = EpisodeWrapper(envs.get_environment("inverted_pendulum", backend="mjx"), EPISODE, 1)
   cfg = ml_collections.ConfigDict(dict(
-      num_envs=256, rollout_len=40, epochs=4, minibatches=8, learning_rate=3e-4, gamma=0.97, gae_lambda=0.95,
-      clip_eps=0.3, ent_coef=1e-2, vf_coef=0.5, max_grad_norm=1.0, hidden="64,64", init_log_std=0.0,
-      normalize_obs=True, reward_scale=10.0))
+      num_envs=NUM_ENVS, rollout_len=STEPS_PER_ITER // NUM_ENVS, epochs=EPOCHS, minibatches=MINIBATCHES,
+      learning_rate=COMMON["learning_rate"], gamma=COMMON["discounting"], gae_lambda=COMMON["gae_lambda"],
+      clip_eps=COMMON["clipping_epsilon"], ent_coef=COMMON["entropy_cost"], vf_coef=0.5, max_grad_norm=1.0,
+      hidden="64,64", init_log_std=0.0, normalize_obs=True, reward_scale=COMMON["reward_scaling"]))
   algo = ppo.make(env, cfg)
   t0 = time.perf_counter()
   ts = jax.jit(algo.init)(jax.random.PRNGKey(0))
@@ -62,17 +75,15 @@ def ours(target: float, max_steps: int) -> dict:
   while True:
     ts, _ = step(ts)
     steps = int(ts.env_steps)
-    if len(curve) == 0 or steps - curve[-1][0] >= 40_960 or steps >= max_steps:
-      ret = float(evaluate(ts.params, ts.obs_stats, jax.random.PRNGKey(steps)))
-      curve.append((steps, ret, time.perf_counter() - t0))
-      print(json.dumps({"who": "ours", "env_steps": steps, "eval_return": ret, "wall_s": curve[-1][2]}), flush=True)
-      if ret >= target or steps >= max_steps:
-        break
+    ret = float(evaluate(ts.params, ts.obs_stats, jax.random.PRNGKey(steps)))  # after every iteration, as Brax
+    curve.append((steps, ret, time.perf_counter() - t0))
+    print(json.dumps({"who": "ours", "env_steps": steps, "eval_return": ret, "wall_s": curve[-1][2]}), flush=True)
+    if ret >= target or steps >= max_steps:
+      break
   return {"wall_s": curve[-1][2], "env_steps": curve[-1][0], "reached": curve[-1][1] >= target, "curve": curve}
 
 
 def brax_ppo(target: float, max_steps: int) -> dict:
-  from brax.training.agents.ppo import networks as ppo_networks  # noqa: PLC0415
   from brax.training.agents.ppo import train as brax_train  # noqa: PLC0415
 
   env = envs.get_environment("inverted_pendulum", backend="mjx")
@@ -87,14 +98,11 @@ def brax_ppo(target: float, max_steps: int) -> dict:
     if ret >= target and not reached:
       reached.update(steps=int(steps), wall_s=curve[-1][2])
 
-  make_networks = functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=(64, 64),
-                                    value_hidden_layer_sizes=(64, 64))
   brax_train.train(
-      environment=env, num_timesteps=max_steps, episode_length=EPISODE, num_envs=256, batch_size=256,
-      num_minibatches=8, unroll_length=5, num_updates_per_batch=4, learning_rate=3e-4, discounting=0.97,
-      gae_lambda=0.95, clipping_epsilon=0.3, entropy_cost=1e-2, reward_scaling=10.0, normalize_observations=True,
-      num_evals=max(max_steps // 40_960, 2), num_eval_envs=64, network_factory=make_networks, seed=0,
-      progress_fn=progress)
+      environment=env, num_timesteps=max_steps, episode_length=EPISODE, num_envs=NUM_ENVS, batch_size=BATCH,
+      num_minibatches=MINIBATCHES, unroll_length=UNROLL, num_updates_per_batch=EPOCHS, normalize_observations=True,
+      action_repeat=1, num_evals=max_steps // STEPS_PER_ITER + 1, num_eval_envs=EVAL_EPISODES,
+      deterministic_eval=True, seed=0, progress_fn=progress, **COMMON)
   if reached:
     return {"wall_s": reached["wall_s"], "env_steps": reached["steps"], "reached": True, "curve": curve}
   return {"wall_s": curve[-1][2], "env_steps": curve[-1][0], "reached": False, "curve": curve}
@@ -103,7 +111,7 @@ def brax_ppo(target: float, max_steps: int) -> dict:
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--target", type=float, default=950.0)
-  p.add_argument("--max_steps", type=int, default=2_000_000)
+  p.add_argument("--max_steps", type=int, default=3_000_000)
   args = p.parse_args()
   a = ours(args.target, args.max_steps)
   b = brax_ppo(args.target, args.max_steps)
