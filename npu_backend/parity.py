@@ -119,9 +119,9 @@ def routing_agreement(ref_idx, got_idx) -> list[dict]:
   out = []
   for r, g in zip(ref_idx, got_idx):
     same = np.all(r == g, -1)
-    out.append({"agreement": float(same[mask].mean()) if mask.any() else 0.0,
-                "agreement_all_tokens": float(same.mean()), "mask": mask & same})
+    agreement = float(same[mask].mean()) if mask.any() else 0.0
     mask = mask & same
+    out.append({"agreement": agreement, "agreement_all_tokens": float(same.mean()), "mask": mask})
   return out
 
 
