@@ -132,7 +132,7 @@ class Gains:
     return np.asarray(self.d) / (2 * np.sqrt(np.asarray(self.m) * np.asarray(self.k)))
 
 
-LAWS = ("torque", "angle")
+LAWS = ("torque", "angle", "wrench")
 
 
 def scale_factors(fa: Features, fb: Features, law: str = "torque") -> tuple[np.ndarray, float]:
@@ -141,11 +141,18 @@ def scale_factors(fa: Features, fb: Features, law: str = "torque") -> tuple[np.n
   `law="torque"` (the default, v2): rotational gains unchanged (torque-space equivalence: the measured torque
   already carries the lever arm). `law="angle"` (v1, kept for the record; it failed the acceptance check):
   rotational gains also scale with the rim lever arm so that the set-point force's tilt is equal.
+  `law="wrench"` (v3, measured beside v2): v2's argument applied to every axis: the admittance's input is the
+  measured wrench, which already carries the geometry (a longer rim presses more lateral force for the same slip,
+  a longer lever arm more torque), so only the commanded quantity (the desired force, by the rim length) and the
+  tolerance (the lateral stiffness, by the clearance ratio: equal lateral deflection relative to the clearance
+  for the same measured force) are rescaled.
   """
   if law not in LAWS:
     raise ValueError(f"law: {law!r} must be one of {LAWS}")
   f = fb.rim_length / fa.rim_length
   c = fa.clearance / fb.clearance
+  if law == "wrench":
+    return np.array([c, c, 1.0, 1.0, 1.0, 1.0]), f
   if law == "angle":
     rot = [f * fb.lever_rx / fa.lever_rx, f * fb.lever_ry / fa.lever_ry, f * fb.lever_rz / fa.lever_rz]
   else:
@@ -317,7 +324,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("seed", 2026, "episode seed (not used by any tuning run)")
   flags.DEFINE_bool("retune", True, "also re-tune the source on SOURCE_GRID")
   flags.DEFINE_string("out", "results/etcl", "output directory")
-  flags.DEFINE_string("laws", ",".join(LAWS), "laws to check, comma-separated")
+  flags.DEFINE_string("laws", "torque", f"laws to check, comma-separated, of {LAWS} (default: the default law)")
 
   def main(argv):
     del argv

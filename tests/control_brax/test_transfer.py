@@ -60,10 +60,14 @@ def test_law_invariants(feats, law):
   # natural frequency and damping ratio are kept on every axis
   np.testing.assert_allclose(b.natural_frequency(), g.natural_frequency(), rtol=1e-9)
   np.testing.assert_allclose(b.damping_ratio(), g.damping_ratio(), rtol=1e-9)
-  # set-point deflection relative to clearance is kept on x, y: F / (K c)
   f_a, f_b = g.desired[2], b.desired[2]
   for ax in (0, 1):
-    assert f_b / (b.k[ax] * l_shape.clearance) == pytest.approx(f_a / (g.k[ax] * sq.clearance))
+    if law == "wrench":  # lateral deflection per measured force, relative to clearance, is kept: 1 / (K c)
+      assert 1 / (b.k[ax] * l_shape.clearance) == pytest.approx(1 / (g.k[ax] * sq.clearance))
+    else:  # set-point deflection relative to clearance: F / (K c)
+      assert f_b / (b.k[ax] * l_shape.clearance) == pytest.approx(f_a / (g.k[ax] * sq.clearance))
+  if law == "wrench":
+    assert b.k[2] == pytest.approx(g.k[2])
   assert f_b / f_a == pytest.approx(l_shape.rim_length / sq.rim_length)
   if law == "angle":  # tilt per set-point force at the rim lever arm is kept
     assert f_b * l_shape.lever_rz / b.k[5] == pytest.approx(f_a * sq.lever_rz / g.k[5])
