@@ -53,14 +53,16 @@ print(json.dumps(res))
 
 @pytest.mark.slow
 def test_every_layout_matches_one_device():
-  """data x expert (flat and hierarchical all-to-all), data x expert x tensor (TP and TP-extend-EP) and a 2-stage
-  pipeline, each over 20 steps against one single-device reference run (one process: the reference is shared)."""
-  got = _compare({"flat": {"data": 2, "expert": 4},
+  """Pure data parallelism (the routed experts through the shard_map dispatch too, each replica routing only its
+  own tokens), data x expert (flat and hierarchical all-to-all), data x expert x tensor (TP and TP-extend-EP) and
+  a 2-stage pipeline, each over 20 steps against one single-device reference run (the reference is shared)."""
+  got = _compare({"dp": {"data": 8},
+                  "flat": {"data": 2, "expert": 4},
                   "hier": {"data": 2, "expert": 4, "devices_per_node": 2, "hier_a2a": True},
                   "pipeline": {"data": 4, "stage": 2, "pipeline_microbatches": 2},
                   "tp": {"data": 2, "expert": 2, "tensor": 2},
                   "tp_extend_ep": {"data": 2, "expert": 2, "tensor": 2, "tp_extend_ep": True}})
-  assert set(got) == {"flat", "hier", "pipeline", "tp", "tp_extend_ep"}
+  assert set(got) == {"dp", "flat", "hier", "pipeline", "tp", "tp_extend_ep"}
   assert max(got.values()) < 2e-5, got
 
 

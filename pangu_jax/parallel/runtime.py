@@ -31,7 +31,13 @@ def setup(cfg, abstract_state, devices=None) -> Parallel:
   mesh_lib.check_fits(cfg, layout, len(devs))
   mesh = mesh_lib.make_mesh(layout, devs)
   dispatch = None
-  if layout.expert_shards > 1 or layout.tensor > 1:
+  # Also under pure data parallelism: GSPMD cannot split the single-device MoE's token sort along a sharded batch,
+  # so it gathered every replica's tokens and ran all routed experts on the global batch on every device (8x the
+  # expert FLOPs at data=8, measured in the compiled step's cost analysis); under shard_map each device routes its
+  # own tokens (the exchange over a one-device EP group is a no-op). Only for the dropless dispatch, which is what
+  # the shard_map one computes; `capacity` / `dense` under pure data parallelism keep their own semantics.
+  pure_dp = layout.batch_shards > 1 and cfg.model.moe_impl == "dropless"
+  if layout.expert_shards > 1 or layout.tensor > 1 or pure_dp:
     dispatch = make_dispatch(mesh, layout, cfg.model.num_routed_experts)
   return Parallel(mesh=mesh, layout=layout, state_shardings=mesh_lib.state_shardings(abstract_state, mesh, layout),
                   batch_sharding=mesh_lib.batch_sharding(mesh), dispatch=dispatch)
