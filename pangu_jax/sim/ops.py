@@ -107,6 +107,7 @@ def moe_ops(m, b, sq, plan, s, kernels):
             gemm("experts_w_out", rows, f_loc, d, batch=e_loc, s=s)]
   else:
     blk = CPU_GMM_BLOCK
+    assign = cpu_expert_rows(assign, t_loc * k, plan)
     nb = -(-assign // blk) + e_loc  # pangu_jax.kernels.grouped_matmul layout: ceil(M / block) + G blocks
     ops += [gather("gmm_pad_in", nb * blk, d, s), gather("gmm_w_in_copy", nb * d, 2 * f_loc, s, fine=False),
             gemm("experts_w_in", blk, d, 2 * f_loc, batch=nb, s=s), gather("gmm_unpad_in", assign, 2 * f_loc, s),
@@ -120,11 +121,20 @@ def moe_ops(m, b, sq, plan, s, kernels):
   return ops
 
 
+def cpu_expert_rows(assign, sent, plan):
+  """Rows the CPU trainer's experts compute on one device. Under expert parallelism its exchange
+  (pangu_jax.parallel.expert_parallel) has a static worst-case buffer: every device receives one slot of C = its
+  sender's token x top-k rows (`sent`) from each of the ep_eff devices, valid or not, and the grouped matmul runs
+  over all of them (invalid rows go to a zero-weight padding group). Without EP: the balanced `assign`."""
+  return sent * plan.ep_eff if plan.ep_eff > 1 else assign
+
+
 def moe_gmm_weight_bytes(m, plan, s):
   """Per-block weight copies of the CPU grouped matmul: the backward writes a dW per block and sums them."""
   t = plan.mbs * plan.seq
   extend = plan.tp_extend_ep or plan.tp == 1
-  assign = (t // plan.tp) * m.top_k if extend else t * m.top_k // plan.ep
+  t_loc = t // plan.tp if extend else t
+  assign = cpu_expert_rows(t_loc * m.top_k if extend else t * m.top_k // plan.ep, t_loc * m.top_k, plan)
   f_loc = m.expert_ffn_dim if extend else m.expert_ffn_dim // plan.tp
   nb = -(-assign // CPU_GMM_BLOCK) + max(m.num_routed_experts // plan.ep_eff, 1)
   return nb * 3 * m.hidden_size * f_loc * s

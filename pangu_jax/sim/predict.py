@@ -60,7 +60,8 @@ def layer_cost(m, plan, hw, kind) -> dict:
   ep_fwd = 0.0
   if kind in ("moe", "mtp") and plan.ep_eff > 1:
     t_loc = t // plan.tp if (plan.tp_extend_ep or plan.tp == 1) else t // plan.tp
-    one = comm.ep_all_to_all(hw, plan.ep_eff, t_loc, m.top_k, m.hidden_size * s, plan.hier_a2a)
+    sent = t_loc * plan.ep_eff if kernels == "xla_cpu" else t_loc  # the CPU exchange sends its whole buffer
+    one = comm.ep_all_to_all(hw, plan.ep_eff, sent, m.top_k, m.hidden_size * s, plan.hier_a2a)
     ep_fwd = 2 * one  # dispatch + combine
   recompute = 0.0
   if plan.remat == "full":
