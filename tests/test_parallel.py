@@ -53,16 +53,14 @@ print(json.dumps(res))
 
 @pytest.mark.slow
 def test_every_layout_matches_one_device():
-  """Pure data parallelism (the routed experts through the shard_map dispatch too, each replica routing only its
-  own tokens), data x expert (flat and hierarchical all-to-all), data x expert x tensor (TP and TP-extend-EP) and
-  a 2-stage pipeline, each over 20 steps against one single-device reference run (the reference is shared)."""
-  got = _compare({"dp": {"data": 8},
-                  "flat": {"data": 2, "expert": 4},
+  """data x expert (flat and hierarchical all-to-all), data x expert x tensor (TP and TP-extend-EP) and a 2-stage
+  pipeline, each over 20 steps against one single-device reference run (one process: the reference is shared)."""
+  got = _compare({"flat": {"data": 2, "expert": 4},
                   "hier": {"data": 2, "expert": 4, "devices_per_node": 2, "hier_a2a": True},
                   "pipeline": {"data": 4, "stage": 2, "pipeline_microbatches": 2},
                   "tp": {"data": 2, "expert": 2, "tensor": 2},
                   "tp_extend_ep": {"data": 2, "expert": 2, "tensor": 2, "tp_extend_ep": True}})
-  assert set(got) == {"dp", "flat", "hier", "pipeline", "tp", "tp_extend_ep"}
+  assert set(got) == {"flat", "hier", "pipeline", "tp", "tp_extend_ep"}
   assert max(got.values()) < 2e-5, got
 
 
@@ -106,6 +104,48 @@ print(json.dumps({"flat_vs_hier": float(np.abs(res["flat"][0] - res["hier"][0]).
   assert got["rows"][1] < got["rows"][0]
   # bytes = rows x hidden x 4 (fp32): hierarchical halves them when both experts share the remote node
   assert got["rows"][0] == 2 * got["rows"][1]
+
+
+def test_pure_data_parallel_routes_experts_per_replica():
+  """data=8 (no EP, no TP) uses the shard_map dispatch (GSPMD ran the single-device MoE on the global batch on
+  every device); its output and gradients equal the single-device dropless dispatch's; `capacity` keeps GSPMD."""
+  out = run_with_devices("""
+import json
+import jax, jax.numpy as jnp, numpy as np
+from pangu_jax.config import base_config
+from pangu_jax.model import moe
+from pangu_jax.parallel import runtime
+from pangu_jax.train.state import abstract_train_state
+
+c = base_config()
+c.model.num_routed_experts, c.model.hidden_size, c.model.expert_ffn_dim, c.model.top_k = 8, 16, 8, 2
+c.parallel.data = 8
+par = runtime.setup(c, abstract_train_state(c))
+c_cap = base_config()
+c_cap.parallel.data, c_cap.model.moe_impl = 8, "capacity"
+cap = runtime.setup(c_cap, abstract_train_state(c_cap))
+e, d, f, k, t = 8, 16, 8, 2, 64
+rng = np.random.default_rng(0)
+experts = {"w_in": jnp.asarray(rng.normal(size=(e, d, 2 * f)) * 0.3, jnp.float32),
+           "w_out": jnp.asarray(rng.normal(size=(e, f, d)) * 0.3, jnp.float32)}
+x = jnp.asarray(rng.normal(size=(t, d)), jnp.float32)
+idx = jnp.asarray(np.stack([rng.choice(e, k, replace=False) for _ in range(t)]), jnp.int32)
+w = jnp.asarray(rng.uniform(0.1, 1, (t, k)), jnp.float32)
+r = jnp.asarray(rng.normal(size=(t, d)), jnp.float32)
+x = jax.device_put(x, par.batch_sharding)
+
+def loss(fn):
+  return lambda ex, xx: jnp.sum(fn(ex, xx, idx, w, c.model)[0] * r)
+
+ref_l, ref_g = jax.value_and_grad(loss(moe.DISPATCH["dropless"]), argnums=(0, 1))(experts, x)
+got_l, got_g = jax.jit(jax.value_and_grad(loss(par.dispatch), argnums=(0, 1)))(experts, x)
+diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ref_g), jax.tree.leaves(got_g)))
+print(json.dumps({"has_dispatch": par.dispatch is not None, "capacity_keeps_gspmd": cap.dispatch is None,
+                  "loss_diff": float(abs(ref_l - got_l)), "grad_diff": diff}))
+""")
+  got = json.loads(out.strip().splitlines()[-1])
+  assert got["has_dispatch"] and got["capacity_keeps_gspmd"]
+  assert got["loss_diff"] < 1e-4 and got["grad_diff"] < 1e-5, got
 
 
 @pytest.mark.slow

@@ -246,8 +246,7 @@ def calibration_notes(devices: int = 8) -> dict:
       "kernels": "this repository's CPU lowering",
       "probe_s": "measured: calibrate.speed_probe('load'), 2 s back-to-back at calibration time",
       "source": "calibration run", "name": "this machine",
-      "gemm_table": "measured float32 GEMM rate [M, K, N, FLOP/s]: R independent products in one jit (R * flops >= "
-                    "4e7), 0.1 s back-to-back, less op_overhead_s per product",
+      "gemm_table": "measured float32 GEMM rate [M, K, N, FLOP/s]: R products per jit, less op_overhead_s",
       "collective_table": f"measured on {devices} simulated CPU devices: kind: [latency_s, bytes/s per device]",
   }
 

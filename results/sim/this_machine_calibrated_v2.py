@@ -32,7 +32,7 @@ def get_config():
       step_overhead_s=1.26044e-05,  # measured: dispatch of a jitted step on a donated state plus a host sync
       # measured: elementwise ops are bandwidth-bound here; set to mem_bw (FLOP/s never binds)
       vector_peak={'bfloat16': 3.4028e+10, 'float32': 3.4028e+10},
-      # measured float32 GEMM rate [M, K, N, FLOP/s]: R independent products in one jit (R * flops >= 4e7), 0.1 s back-to-back, less op_overhead_s per product
+      # measured float32 GEMM rate [M, K, N, FLOP/s]: R products per jit, less op_overhead_s
       gemm_table=[
           [16.0, 8.0, 8.0, 1.26624e+09],
           [16.0, 8.0, 32.0, 3.57048e+09],
