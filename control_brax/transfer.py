@@ -61,7 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 16384
   c.train.target_success = 0.95
   c.transfer = ml_collections.ConfigDict(dict(
-      seeds=3, budget_steps=81920, teacher_steps=122880, distill_rollout_len=32, distill_steps=400))
+      seeds=3, budget_steps=81920, teacher_steps=122880, distill_rollout_len=32, distill_steps=400,
+      # v2: the law the committed comparisons ran with (both v2 and v3 pass the ETCL check; docs)
+      etcl_law="torque"))
   return c
 
 
@@ -142,7 +144,7 @@ def _wdpd_state(runner, ts, teacher, fa, fb, dc, workdir: str, log):
   t0 = time.time()
   env, cfg = runner.env, runner.cfg
   n_envs, t_len = cfg.ppo.num_envs, dc.distill_rollout_len
-  w = wdpd.weights(fa, fb, cfg.env.action_dims)
+  w = wdpd.weights(fa, fb, cfg.env.action_dims, dc.get("etcl_law", "torque"))
   hidden = hidden_sizes(cfg.ppo.hidden)
 
   def collect(policy, stats, key):
@@ -259,7 +261,10 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   peg_a, peg_b = load_peg(source), load_peg(target)
   fa, fb = etcl.features(peg_a), etcl.features(peg_b)
   env_a = ml_collections.ConfigDict(c.env.to_dict())  # A's compliance: the RL config's gains
-  env_etcl = etcl.reconfigure_env(env_a, peg_a, peg_b)
+  law = tc.get("etcl_law", "torque")
+  if law not in etcl.LAWS:
+    raise ValueError(f"config.transfer.etcl_law: {law!r} must be one of {etcl.LAWS}")
+  env_etcl = etcl.reconfigure_env(env_a, peg_a, peg_b, law)
   os.makedirs(out, exist_ok=True)
   t_start = time.time()
 
@@ -293,7 +298,8 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
           "seeds": tc.seeds, "budget_steps": tc.budget_steps, "teacher": teacher_summary,
           "features": {"source": fa.__dict__, "target": fb.__dict__},
           "gains_source": etcl.Gains.from_env(env_a).__dict__, "gains_etcl": etcl.Gains.from_env(env_etcl).__dict__,
-          "wdpd_weights": wdpd.weights(fa, fb, c.env.action_dims).tolist(), "wall_s_this_call": time.time() - t_start,
+          "wdpd_weights": wdpd.weights(fa, fb, c.env.action_dims, law).tolist(), "etcl_law": law,
+          "wall_s_this_call": time.time() - t_start,
           "unfinished": unfinished, "config": c.to_dict()}
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({"meta": meta, "results": results}, f, indent=1)

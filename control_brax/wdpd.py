@@ -38,9 +38,11 @@ from control_brax.config import parse_axes
 from control_brax.rl import networks as nets
 
 
-def weights(fa: etcl.Features, fb: etcl.Features, action_dims: str = "x,y,z,rx,ry,rz") -> np.ndarray:
-  """Per-action-dimension weights in [0, 1] for the env's `action_dims` (the module docstring's rule)."""
-  s, _ = etcl.scale_factors(fa, fb)
+def weights(fa: etcl.Features, fb: etcl.Features, action_dims: str = "x,y,z,rx,ry,rz",
+            law: str = "torque") -> np.ndarray:
+  """Per-action-dimension weights in [0, 1] for the env's `action_dims` (the module docstring's rule), from the
+  factors of the ETCL law the compliance was carried with (the transfer comparison's: v2, "torque")."""
+  s, _ = etcl.scale_factors(fa, fb, law)
   axes = parse_axes(action_dims, "env.action_dims")
   return np.array([min(s[a], 1.0 / s[a]) for a in axes])
 

@@ -104,6 +104,17 @@ def test_committed_etcl_report():
   for r in rep["results"].values():
     assert r["passes"] == etcl.passes(r)
     assert r["unreconfigured"]["episodes"] == r["etcl"]["episodes"] == rep["episodes"]
+  # the default law is the one the decisive run checked, on both targets and both source gain sets
+  assert {f"{etcl.DEFAULT_LAW}/{s}/{t}" for s in ("published", "retuned") for t in ("l_shape", "rect")} <= set(
+      rep["results"])
+
+
+def test_success_change_interval_matches_per_episode_differences():
+  """The interval from discordant counts equals the normal interval of the per-episode +1 / -1 / 0 differences."""
+  won, lost, n = 75, 19, 4000
+  d = np.concatenate([np.ones(won), -np.ones(lost), np.zeros(n - won - lost)])
+  half = 1.96 * d.std() / np.sqrt(n)
+  np.testing.assert_allclose(etcl.success_change_ci(won, lost, n), [d.mean() - half, d.mean() + half], rtol=1e-12)
 
 
 def test_wdpd_weights_rule(feats):
@@ -116,6 +127,15 @@ def test_wdpd_weights_rule(feats):
   np.testing.assert_allclose(wdpd.weights(sq, rect, "x,rz"), w[[0, 5]])
   # symmetric in A and B: the rule distrusts change in either direction equally
   np.testing.assert_allclose(wdpd.weights(rect, sq), w, rtol=1e-9)
+
+
+def test_transfer_rejects_unknown_etcl_law(tmp_path):
+  from control_brax import transfer  # noqa: PLC0415
+
+  c = transfer.default_config()
+  c.transfer.etcl_law = "stiffer"
+  with pytest.raises(ValueError, match="config.transfer.etcl_law"):
+    transfer.run("square", "l_shape", str(tmp_path), c, progress=False, log=lambda m: None)
 
 
 def test_wdpd_loss_matches_naive_loop():
