@@ -142,7 +142,7 @@ def scale_factors(fa: Features, fb: Features, law: str = DEFAULT_LAW) -> tuple[n
   """(per-axis factor on M, D and K (6,), factor on the desired wrench) of the law A -> B.
 
   `law="torque"` (v2; the transfer comparison's): rotational gains unchanged (torque-space equivalence: the
-  measured torque already carries the lever arm). `law="angle"` (v1, kept for the record; it failed the acceptance check):
+  measured torque already carries the lever arm). `law="angle"` (v1, kept for the record; it failed the check):
   rotational gains also scale with the rim lever arm so that the set-point force's tilt is equal.
   `law="wrench"` (v3, `DEFAULT_LAW`): v2's argument applied to every axis: the admittance's input is the
   measured wrench, which already carries the geometry (a longer rim presses more lateral force for the same slip,
@@ -306,7 +306,8 @@ def write_report(out: str) -> str:
            "| file | law | source gains | target | episodes (seed) | success unreconfigured -> ETCL | won / lost "
            "| success change, 95% CI | mean peak force (N) | peak-force change, 95% CI | passes |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
-  paths = sorted(glob.glob(os.path.join(out, "acceptance*.json")), key=lambda p: (os.path.basename(p) != "acceptance.json", p))
+  paths = sorted(glob.glob(os.path.join(out, "acceptance*.json")),
+                 key=lambda p: (os.path.basename(p) != "acceptance.json", p))
   for path in paths:
     with open(path) as f:
       rep = json.load(f)
