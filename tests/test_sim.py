@@ -114,6 +114,29 @@ def test_paper_ablations_lower_the_prediction():
   assert none["memory_gb"]["activations"] > base["memory_gb"]["activations"]
 
 
+def test_residual_charge_is_saved_bytes_times_rate_and_recompute_scales():
+  """The XLA:CPU residual term adds exactly (bytes every layer saves, memory model) x rate per micro-batch; the
+  recompute ratio scales the recomputation linearly."""
+  from pangu_jax.sim.memory import layer_activation_bytes  # noqa: PLC0415
+
+  cfg = base_config()
+  m = cfg.model
+  plan = make_plan(cfg, dict(mbs=4, gbs=8, seq=64, dtype="float32"))
+  hw0 = _hw(kernels="xla_cpu")
+  rate = 3e-10
+  t0 = predict(cfg, hw0, plan)["step_time_s"]
+  t1 = predict(cfg, _hw(kernels="xla_cpu", residual_s_per_byte=rate), plan)["step_time_s"]
+  saved = (m.num_dense_layers * layer_activation_bytes(m, plan, "dense", "xla_cpu")
+           + (m.num_layers - m.num_dense_layers + m.mtp_depth) * layer_activation_bytes(m, plan, "moe", "xla_cpu"))
+  assert t1 - t0 == pytest.approx(plan.microbatches * saved * rate, rel=1e-9)
+  full = make_plan(cfg, dict(mbs=4, gbs=8, seq=64, dtype="float32", remat="full"))
+  r1 = predict(cfg, hw0, full)["breakdown_s"]["recompute"]
+  r_half = predict(cfg, _hw(kernels="xla_cpu", recompute_ratio=0.5), full)["breakdown_s"]["recompute"]
+  assert r1 > 0 and r_half == pytest.approx(0.5 * r1, rel=1e-9)
+  with pytest.raises(ConfigError, match="recompute_ratio"):
+    _hw(recompute_ratio=0.0)
+
+
 def test_unsharded_memory_equals_parameter_count():
   m = base_config().model
   cfg = base_config()

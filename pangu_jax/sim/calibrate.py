@@ -136,6 +136,71 @@ def measure_bandwidth() -> dict:
           "bf16_rate": 2 * 1024**3 / t_bf16}
 
 
+# Scanned SwiGLU stacks (tokens, width, FFN width, layers) for the residual / recomputation probe: generic blocks,
+# none of them a validation config; their saved activations (17-67 MB a step) lie beyond this host's caches, like
+# a training step's.
+SCAN_SHAPES = ((2048, 128, 256, 4), (1024, 256, 512, 4), (2048, 128, 128, 8), (4096, 128, 256, 4))
+
+
+def _scan_stack(t, d, f, layers):
+  """(forward, grad without remat, grad with full remat) jitted functions and their arguments, of a lax.scan over
+  `layers` RMS-norm + SwiGLU + residual blocks on t tokens (float32)."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  def block(x, w):
+    w_in, w_out, g = w
+    h = x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * g
+    a, b = jnp.split(h @ w_in, 2, -1)
+    return x + (jax.nn.silu(a) * b) @ w_out
+
+  def loss(ws, x, remat):
+    body = jax.checkpoint(block) if remat else block
+    y, _ = jax.lax.scan(lambda c, w: (body(c, w), None), x, ws)
+    return jnp.mean(y * y)
+
+  k = jax.random.split(jax.random.PRNGKey(0), 3)
+  ws = (jax.random.normal(k[0], (layers, d, 2 * f)) * d ** -0.5,
+        jax.random.normal(k[1], (layers, f, d)) * f ** -0.5, jnp.ones((layers, d)))
+  x = jax.random.normal(k[2], (t, d))
+  fns = (jax.jit(lambda w, v: loss(w, v, False)), jax.jit(jax.grad(lambda w, v: loss(w, v, False))),
+         jax.jit(jax.grad(lambda w, v: loss(w, v, True))))
+  return fns, (ws, x)
+
+
+def _scan_stack_model(hw, t, d, f, layers):
+  """The op model's (forward, backward) seconds of `_scan_stack` and the bytes a layer saves without remat (the
+  memory model's convention: norm input and output, the w_in output and the SwiGLU output)."""
+  from pangu_jax.sim import ops  # noqa: PLC0415
+
+  s = 4
+  op_list = ([ops.vec("norm", t * d, 2, s)] + ops.mlp_ops("blk", t, d, f, s)
+             + [ops.vec("residual", t * d, 3, s, fine=False, flops_per=1.0)])
+  fwd, bwd, _ = ops.ops_times(op_list, hw, "float32")
+  return fwd * layers, bwd * layers, t * (2 * d + 3 * f) * s * layers
+
+
+def measure_scan_costs(hw, shapes=SCAN_SHAPES, seconds: float = 0.5, windows: int = 3) -> dict:
+  """What a scanned training step costs on XLA:CPU beyond the op model's forward + backward, from `_scan_stack`:
+  `residual_s_per_byte` = (measured grad without remat - measured forward - modelled backward) / saved bytes
+  (saving activations for the backward: written into the scan's stacked outputs, read back per layer), and
+  `recompute_ratio` = (measured grad with full remat - measured forward - modelled backward) / measured forward
+  (recomputation runs each layer's forward again just before its backward, on data still in cache). Each
+  measurement is the median of `windows` sustained-rate windows; each constant the median over `shapes`."""
+  rates, ratios, rows = [], [], []
+  for shape in shapes:
+    (fwd, grad, grad_remat), args = _scan_stack(*shape)
+    tf, tg, tr = (float(np.median([_best_time(fn, *args, seconds=seconds) for _ in range(windows)]))
+                  for fn in (fwd, grad, grad_remat))
+    _, bwd_model, saved = _scan_stack_model(hw, *shape)
+    rates.append(max(tg - tf - bwd_model, 0.0) / saved)
+    ratios.append(min(max((tr - tf - bwd_model) / tf, 0.05), 2.0))
+    rows.append({"shape": list(shape), "fwd_s": tf, "grad_s": tg, "grad_remat_s": tr, "bwd_model_s": bwd_model,
+                 "saved_bytes": saved})
+  return {"residual_s_per_byte": float(np.median(rates)), "recompute_ratio": float(np.median(ratios)),
+          "rows": rows}
+
+
 _COLLECTIVE_CODE = r"""
 import json, time, sys
 import jax, jax.numpy as jnp
@@ -222,6 +287,8 @@ def calibrate(devices: int = 8, progress=None, quick: bool = False) -> tuple:
       host_shared_compute=True, overlap_eff=0.0, kernels="xla_cpu", probe_s=probe,
       source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {cpu}, {os.cpu_count()} cores, jax {jax.__version__}",
       gemm_table=gemms, collective_table=coll)
+  scan = measure_scan_costs(hw, **(dict(shapes=((512, 64, 128, 2),), seconds=0.03, windows=1) if quick else {}))
+  hw.residual_s_per_byte, hw.recompute_ratio = scan["residual_s_per_byte"], scan["recompute_ratio"]
   return hw, calibration_notes(devices)
 
 
@@ -248,6 +315,8 @@ def calibration_notes(devices: int = 8) -> dict:
       "source": "calibration run", "name": "this machine",
       "gemm_table": "measured float32 GEMM rate [M, K, N, FLOP/s]: R products per jit, less op_overhead_s",
       "collective_table": f"measured on {devices} simulated CPU devices: kind: [latency_s, bytes/s per device]",
+      "residual_s_per_byte": "measured: scanned SwiGLU stacks, grad - fwd - modelled bwd per saved byte",
+      "recompute_ratio": "measured: the same stacks under full remat, (grad - fwd - modelled bwd) / fwd",
   }
 
 

@@ -44,6 +44,10 @@ SCHEMA = {
     "overlap_eff": Field(float, lo=0, hi=1, doc="share of overlappable communication actually hidden"),
     "source": Field(str, doc="how the numbers were obtained"),
     "probe_s": Field(float, lo=0, doc="calibration-time speed probe (calibrate.speed_probe), 0 = none"),
+    "residual_s_per_byte": Field(float, lo=0, doc="extra backward seconds per byte of activations a layer saves "
+                                 "for it (XLA:CPU's scanned residuals; 0 = none)"),
+    "recompute_ratio": Field(float, lo=0, lo_open=True, hi=2,
+                             doc="recomputation's cost as a fraction of the forward it repeats"),
     "kernels": Field(str, choices=("fused", "xla_cpu"),
                      doc="fused: flash attention, unpadded grouped matmul; xla_cpu: this repository's CPU lowering"),
 }
@@ -56,7 +60,7 @@ def hardware_config(*, matmul_peak: dict, vector_peak: dict, gemm_table=None, co
   defaults = dict(gather_bw=0.0, step_overhead_s=0.0, host_shared_compute=False,
                   overlap_eff=0.8,
                   source="public figures", kernels="fused",
-                  probe_s=0.0)
+                  probe_s=0.0, residual_s_per_byte=0.0, recompute_ratio=1.0)
   cfg = dict(defaults)
   cfg.update(fields)
   cfg["matmul_peak"] = {k: float(matmul_peak[k]) for k in DTYPE_KEYS}

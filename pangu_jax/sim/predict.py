@@ -15,7 +15,7 @@ import functools
 
 from pangu_jax.flops import train_flops_per_token
 from pangu_jax.sim import comm, ops
-from pangu_jax.sim.memory import _key, memory_per_device, param_split, stage_layers
+from pangu_jax.sim.memory import _key, layer_activation_bytes, memory_per_device, param_split, stage_layers
 from pangu_jax.sim.schedule import bubble_fraction, pipeline_time
 
 DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "pp_comm", "bubble", "dp_comm_exposed",
@@ -48,6 +48,9 @@ def layer_cost(m, plan, hw, kind) -> dict:
   if kernels == "xla_cpu" and kind in ("moe", "mtp"):
     # the CPU grouped matmul's backward writes one dW per block and segment-sums them
     bwd += 2 * ops.moe_gmm_weight_bytes(m, plan, 4) / ops.bandwidth(hw)
+  if kind in ("dense", "moe", "mtp"):
+    # saving activations for the backward (under lax.scan: stacked per layer) costs per byte (calibrated)
+    bwd += layer_activation_bytes(m, plan, "dense" if kind == "dense" else "moe", kernels) * hw.residual_s_per_byte
   share = plan.devices if hw.host_shared_compute else 1  # simulated devices share the host's cores
   fwd, bwd, fine = fwd * share, bwd * share, fine * share
   t = plan.mbs * plan.seq
@@ -65,9 +68,9 @@ def layer_cost(m, plan, hw, kind) -> dict:
     ep_fwd = 2 * one  # dispatch + combine
   recompute = 0.0
   if plan.remat == "full":
-    recompute = fwd  # its communication is added to tp_total / ep_total below
+    recompute = fwd * hw.recompute_ratio  # its communication is added to tp_total / ep_total below
   elif plan.remat in ("fine", "offload"):
-    recompute = fine
+    recompute = fine * hw.recompute_ratio
   swap = 0.0
   if plan.remat == "offload" and kind in ("moe", "mtp"):
     from pangu_jax.sim.memory import offloaded_bytes  # noqa: PLC0415
