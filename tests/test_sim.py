@@ -256,9 +256,10 @@ def test_validation_plan_follows_the_layout():
 
 
 @pytest.mark.slow
-def test_calibrate_then_validate_two_tiny_configs(tmp_path):
-  """A quick calibration (microbenchmarks), then the real trainer on two single-device configs; the prediction
-  must be within a factor of two of the measurement (the full --validate asks 0.15 median).
+def test_calibrate_then_validate_a_tiny_config(tmp_path):
+  """A quick calibration (microbenchmarks, the scan-residual probe included), then the real trainer on one
+  single-device config; the prediction must be within a factor of two of the measurement (the full --validate,
+  committed under results/sim, asks 0.15 median over 8). One config: the suite has a time budget.
 
   Runs in a process with XLA's normal optimisation: the suite compiles at LLVM -O0 (tests/conftest.py), which
   would slow the measured steps' elementwise code but not the calibrated GEMMs (library calls)."""
@@ -271,7 +272,8 @@ path = {str(tmp_path / "hw.py")!r}
 calibrate_to_file(path, quick=True)
 hw = load_hardware(path)
 assert hw.kernels == "xla_cpu" and hw.host_shared_compute
-out = validate(hw, ["tiny_1dev", "e16_top1_noshared_1dev"], workdir={str(tmp_path / "runs")!r})
+assert hw.residual_s_per_byte >= 0 and 0 < hw.recompute_ratio <= 2
+out = validate(hw, ["e16_top1_noshared_1dev"], workdir={str(tmp_path / "runs")!r})
 print(json.dumps(out["configs"]))
 """
   from conftest import full_opt_env  # noqa: PLC0415
@@ -280,7 +282,7 @@ print(json.dumps(out["configs"]))
                         timeout=1200)
   assert proc.returncode == 0, proc.stderr[-4000:]
   rows = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert len(rows) == 2
+  assert len(rows) == 1
   for row in rows:
     assert row["measured_s"] > 0 and row["predicted_s"] > 0
     assert 0.5 < row["predicted_s"] / row["measured_s"] < 2.0, row
