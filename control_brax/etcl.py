@@ -10,24 +10,25 @@ Everything is a pure function of two peg parameter files' geometric features:
   rim), and per rotation axis the *rim lever arm*: the mean distance from the tip's
   axis of the boundary edges that can touch the rim when the peg is misaligned
   across that axis (contact happens at the peg's edges, not over its face).
-* `reconfigure(gains, feat_a, feat_b)` maps the admittance gains (M, D, K per axis
-  and the desired wrench) tuned on A to B, keeping three things equal:
+* `reconfigure(gains, feat_a, feat_b, law)` maps the admittance gains (M, D, K per axis
+  and the desired wrench) tuned on A to B: one factor per axis on M, D and K together
+  (so every axis keeps its natural frequency sqrt(K / M) and damping ratio
+  D / (2 sqrt(M K)): the loop's transient behaviour is the same on B) and one factor on
+  the desired wrench. Three laws (`scale_factors`; derivations and measurements in
+  docs/control_brax_transfer.md):
 
-  1. the contact line load: the desired force scales with the projected rim length,
-     F_B = F_A P_B / P_A;
-  2. per translational axis, the deflection the set-point force produces relative to
-     the clearance: F / (K c) equal, so K_B = K_A (F_B / F_A) (c_A / c_B) on x and y,
-     and K_B = K_A F_B / F_A on z (the insertion axis has no clearance);
-  3. per rotation axis, the tilt the set-point force produces when it acts at the rim
-     lever arm rho: F rho / K equal, so K_B = K_A (F_B / F_A) (rho_B / rho_A).
-     Tilt angle, not the rim displacement rho * theta, is the operative variable: on
-     the *source* geometry (square) success rises monotonically with F / K_rot at
-     fixed F and with F at fixed F / K_rot (docs), i.e. with the tilt the peg is
-     allowed to take against the rim, which is what lets a chamferless peg slide in.
+  - "wrench" (v3, `DEFAULT_LAW`): the admittance's input is the measured wrench, which
+    already carries the geometry, so only the commanded force (by the rim-length ratio,
+    equal contact line load) and the lateral stiffness (by the clearance ratio, equal
+    lateral deflection relative to the clearance per unit measured force) change;
+  - "torque" (v2, the transfer comparison's): as v3 plus x, y and z stiffness scaled with
+    the force factor (equal set-point deflection relative to the clearance); rotation
+    unchanged;
+  - "angle" (v1, kept for the record; failed the check): as v2 plus rotation scaled to keep
+    the set-point force's tilt at the rim lever arm equal.
 
-  On every axis M and D are multiplied by the same factor as K, which keeps the
-  natural frequency sqrt(K / M) and the damping ratio D / (2 sqrt(M K)) equal: the
-  loop's transient behaviour (settling time, overshoot) is the same on B as on A.
+  The acceptance check (`acceptance`, `python -m control_brax.etcl`) runs both gain sets on
+  the same paired episodes of the scripted controller.
 """
 
 from __future__ import annotations
