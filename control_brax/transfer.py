@@ -46,6 +46,8 @@ from control_brax.rl.ppo import hidden_sizes
 from pangu_jax.train.metrics import read_metrics
 
 METHODS = ("scratch", "finetune", "etcl", "etcl_wdpd")
+# v2: the law the committed comparisons ran with (both v2 and v3 pass the ETCL check; docs/control_brax_transfer.md)
+ETCL_LAW = "torque"
 THRESHOLD = 0.8
 
 
@@ -62,8 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.target_success = 0.95
   c.transfer = ml_collections.ConfigDict(dict(
       seeds=3, budget_steps=81920, teacher_steps=122880, distill_rollout_len=32, distill_steps=400,
-      # v2: the law the committed comparisons ran with (both v2 and v3 pass the ETCL check; docs)
-      etcl_law="torque"))
+      etcl_law=ETCL_LAW))
   return c
 
 
@@ -144,7 +145,7 @@ def _wdpd_state(runner, ts, teacher, fa, fb, dc, workdir: str, log):
   t0 = time.time()
   env, cfg = runner.env, runner.cfg
   n_envs, t_len = cfg.ppo.num_envs, dc.distill_rollout_len
-  w = wdpd.weights(fa, fb, cfg.env.action_dims, dc.get("etcl_law", "torque"))
+  w = wdpd.weights(fa, fb, cfg.env.action_dims, dc.get("etcl_law", ETCL_LAW))
   hidden = hidden_sizes(cfg.ppo.hidden)
 
   def collect(policy, stats, key):
@@ -261,7 +262,7 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   peg_a, peg_b = load_peg(source), load_peg(target)
   fa, fb = etcl.features(peg_a), etcl.features(peg_b)
   env_a = ml_collections.ConfigDict(c.env.to_dict())  # A's compliance: the RL config's gains
-  law = tc.get("etcl_law", "torque")
+  law = tc.get("etcl_law", ETCL_LAW)
   if law not in etcl.LAWS:
     raise ValueError(f"config.transfer.etcl_law: {law!r} must be one of {etcl.LAWS}")
   env_etcl = etcl.reconfigure_env(env_a, peg_a, peg_b, law)
