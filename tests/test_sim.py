@@ -90,6 +90,58 @@ def test_every_task_respects_its_dependency():
     per_stage[s] = b
 
 
+def test_unequal_stages_match_two_stage_closed_forms():
+  """Two stages, 1F1B, derived by hand: a slow last stage is never starved after the first forward, so the step
+  is f0 + m (f1 + b1) + b0; a slow first stage (f0, b0 >= f1 + b1) never waits, so it is m (f0 + b0)."""
+  m = 5
+  slow_last = schedule.simulate(2, m, 1, [[1.0], [3.0]], [[2.0], [5.0]])["time"]
+  assert slow_last == pytest.approx(1.0 + m * (3.0 + 5.0) + 2.0)
+  slow_first = schedule.simulate(2, m, 1, [[4.0], [1.0]], [[5.0], [1.0]])["time"]
+  assert slow_first == pytest.approx(m * (4.0 + 5.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_chunk_times_respect_bounds_and_monotonicity(seed):
+  import random  # noqa: PLC0415
+
+  rng = random.Random(seed)
+  p, v, m = 4, 2, 8
+  tf = [[rng.uniform(0.5, 2.0) for _ in range(v)] for _ in range(p)]
+  tb = [[2 * x * rng.uniform(0.8, 1.2) for x in row] for row in tf]
+  t = schedule.simulate(p, m, v, tf, tb)["time"]
+  busiest = max(sum(tf[r]) + sum(tb[r]) for r in range(p))
+  one_microbatch = sum(map(sum, tf)) + sum(map(sum, tb))  # forward through every chunk, then back
+  assert t >= m * busiest - 1e-9 and t >= one_microbatch - 1e-9
+  every_chunk_at_max = schedule.pipeline_time(p, m, v, v * max(map(max, tf)), v * max(map(max, tb)))
+  assert t <= every_chunk_at_max + 1e-9
+  r, c = rng.randrange(p), rng.randrange(v)
+  slower = [row[:] for row in tb]
+  slower[r][c] += 1.0
+  assert schedule.simulate(p, m, v, tf, slower)["time"] >= t - 1e-12
+  # a uniform table is the scalar path
+  assert schedule.simulate(p, m, v, [[0.5] * v] * p, [[1.0] * v] * p)["time"] == pytest.approx(
+      schedule.simulate(p, m, v, 0.5 * v, 1.0 * v)["time"])
+
+
+def test_every_padding_placement_is_listed_once():
+  from pangu_jax.sim import placement  # noqa: PLC0415
+
+  all_ = [tuple(c) for c in placement.pad_placements(62, 32)]
+  assert len(all_) == len(set(all_)) == 33 * 32 // 2  # 2 no-op slots in 32 chunks: C(32 + 1, 2)
+  assert all(sum(c) == 62 and max(c) <= 2 for c in all_)
+  assert tuple(placement.even_counts(62, 32)) == (2,) * 31 + (0,)
+
+
+def test_paper_pipeline_sits_between_its_bounds():
+  cfg = _paper_cfg()
+  r = _paper(cfg, load_hardware("ascend_a2"))
+  m, per_mb = r["microbatches"], r["stage_time_per_microbatch_s"]
+  table = [sum(f) + sum(b) for f, b in zip(r["chunk_times_s"]["fwd"], r["chunk_times_s"]["bwd"])]
+  assert table == pytest.approx(r["stage_times_per_microbatch_s"])
+  assert max(table) == pytest.approx(per_mb)
+  assert m * per_mb <= r["pipeline_time_s"] <= schedule.pipeline_time(16, m, 2, per_mb / 2, per_mb / 2)
+
+
 @pytest.mark.parametrize("field", ["inter_bw", "intra_bw", "mem_bw", "offload_bw"])
 def test_more_bandwidth_is_never_slower(field):
   cfg = _paper_cfg()

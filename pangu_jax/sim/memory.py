@@ -14,6 +14,7 @@ import json
 
 from pangu_jax.params import count_params
 from pangu_jax.sim.ops import BYTES, CPU_GMM_BLOCK
+from pangu_jax.sim.placement import place, stages_of
 from pangu_jax.sim.schedule import inflight_chunks
 
 GB = 1e9
@@ -108,30 +109,18 @@ def offloaded_bytes(m, plan, kind: str) -> float:
 
 
 def stage_layers(m, plan) -> list:
-  """Layer kinds of each stage (pp stages, each the union of its vpp chunks). Our placement (the paper's): the
-  main layers then the MTP block fill pp*vpp chunks of equal slot count (padding with no-op slots at the end),
-  embedding on chunk 0, head on the last chunk."""
-  kinds = ["dense"] * m.num_dense_layers + ["moe"] * (m.num_layers - m.num_dense_layers)
-  kinds += ["mtp"] * m.mtp_depth
-  chunks = plan.pp * plan.vpp
-  slots = -(-len(kinds) // chunks)
-  chunk_kinds = [kinds[i * slots:(i + 1) * slots] for i in range(chunks)]
-  chunk_kinds[0] = ["embed"] + chunk_kinds[0]
-  chunk_kinds[-1] = chunk_kinds[-1] + ["head"]
-  stages = [[] for _ in range(plan.pp)]
-  for i, ck in enumerate(chunk_kinds):
-    stages[i % plan.pp].extend(ck)
-  return stages
+  """Layer kinds of each stage (pp stages, each the union of its vpp chunks; pangu_jax.sim.placement)."""
+  return stages_of(place(m, plan), plan.pp)
 
 
-def memory_per_device(cfg_model, plan, hw) -> dict:
-  """Bytes per device of the most loaded stage, by category (GB)."""
+def memory_per_device(cfg_model, plan, hw, stages: list | None = None) -> dict:
+  """Bytes per device of the most loaded stage, by category (GB); `stages` as stage_layers gives them."""
   m = cfg_model
   ps = param_split(m)
   kernels = hw.kernels
   s = BYTES[plan.dtype]
   per_stage = []
-  stages = stage_layers(m, plan)
+  stages = stages if stages is not None else stage_layers(m, plan)
   chunks = inflight_chunks(plan.pp, plan.microbatches, plan.vpp)
   for r, kinds in enumerate(stages):
     nonexp, exp = 0.0, 0.0

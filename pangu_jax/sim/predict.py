@@ -3,7 +3,8 @@
 Per layer kind: compute (ops.py forward, backward, recomputation under the remat policy) plus communication
 (TP all-gather / reduce-scatter with sequence parallelism, EP dispatch/combine all-to-all); EP communication
 is hidden under compute when `overlap` (at most the compute of the other micro-batch, times overlap_eff).
-Stages sum their layers; the slowest stage sets the pipeline time (schedule.py closed form); then the
+Chunks hold layers in order (placement.py); the pipeline time is Megatron's schedule run with each chunk's own
+forward and backward time (schedule.simulate; the slowest stage bounds it, the others set the ramp); then the
 data-parallel gradient reduce-scatter and parameter all-gather (overlapped with the backward when `overlap`)
 and the optimizer step. MFU = tokens/s x model FLOPs per token (pangu_jax.flops, MTP excluded, the reference's
 accounting) / (devices x matmul peak of the plan's dtype).
@@ -15,8 +16,9 @@ import functools
 
 from pangu_jax.flops import train_flops_per_token
 from pangu_jax.sim import comm, ops
-from pangu_jax.sim.memory import _key, layer_activation_bytes, memory_per_device, param_split, stage_layers
-from pangu_jax.sim.schedule import bubble_fraction, pipeline_time
+from pangu_jax.sim.memory import _key, layer_activation_bytes, memory_per_device, param_split
+from pangu_jax.sim.placement import place, stages_of
+from pangu_jax.sim.schedule import pipeline_time, simulate
 
 DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "pp_comm", "bubble", "dp_comm_exposed",
                      "optimizer", "overhead")
@@ -88,28 +90,37 @@ def layer_cost(m, plan, hw, kind) -> dict:
           "total": compute + swap + tp_total + ep_exposed, "flops_fwd": ops.total_flops(op_list)}
 
 
+KINDS = ("dense", "moe", "mtp", "embed", "head")
+
+
+def pp_comm_time(m, plan, hw) -> float:
+  """Pipeline p2p per micro-batch on one stage: vpp chunk boundaries, forward and backward, of the
+  sequence-parallel shard; hidden to the overlap share when `overlap`."""
+  if plan.pp == 1:
+    return 0.0
+  act = plan.mbs * plan.seq / plan.tp * m.hidden_size * ops.BYTES[plan.dtype]
+  t = 2 * plan.vpp * comm.p2p(hw, act, across_nodes=plan.tp * plan.dp * plan.pp > hw.devices_per_node)
+  return t * (1 - hw.overlap_eff) if plan.overlap else t
+
+
 def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   m = cfg.model
   s = ops.BYTES[plan.dtype]
-  kinds = ("dense", "moe", "mtp", "embed", "head")
+  kinds = KINDS
   costs = {k: layer_cost(m, plan, hw, k) for k in kinds}
-  stages = stage_layers(m, plan)
+  chunk_kinds = place(m, plan)
+  stages = stages_of(chunk_kinds, plan.pp)
   stage_tot = []
   for ks in stages:
     stage_tot.append({f: sum(costs[k][f] for k in ks) for f in ("total", "compute", "recompute", "tp_comm",
                                                                "ep_comm_exposed", "fwd", "bwd")})
   worst = max(range(len(stage_tot)), key=lambda i: stage_tot[i]["total"])
   st = stage_tot[worst]
-  # pipeline p2p: per micro-batch, vpp chunk boundaries forward and backward (sequence-parallel shard)
-  pp_comm = 0.0
-  if plan.pp > 1:
-    act = plan.mbs * plan.seq / plan.tp * m.hidden_size * s
-    pp_comm = 2 * plan.vpp * comm.p2p(hw, act, across_nodes=plan.tp * plan.dp * plan.pp > hw.devices_per_node)
-    if plan.overlap:
-      pp_comm *= 1 - hw.overlap_eff
+  pp_comm = pp_comm_time(m, plan, hw)
   per_mb = st["total"] + pp_comm
   mbatches = plan.microbatches
-  pipe = pipeline_time(plan.pp, mbatches, plan.vpp, per_mb * 0.5, per_mb * 0.5)
+  tf, tb = chunk_time_tables(plan, chunk_kinds, costs, pp_comm)
+  pipe = pipeline_step_time(plan, mbatches, tf, tb, per_mb)
   bubble = pipe - mbatches * per_mb
   # data-parallel gradient reduce-scatter + parameter all-gather (distributed optimiser)
   ps = param_split(m)
@@ -134,7 +145,7 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   flops_tok = _model_flops(_key(m), plan.seq)
   peak = hw.matmul_peak[plan.dtype]
   mfu = tps * flops_tok / (plan.devices * peak)
-  mem = memory_per_device(m, plan, hw)
+  mem = memory_per_device(m, plan, hw, stages)
   fits = mem["total"] <= hw.memory_gb
   breakdown = {
       "compute": mbatches * (st["compute"] - st["recompute"]), "recompute": mbatches * st["recompute"],
@@ -143,15 +154,45 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
       "overhead": hw.step_overhead_s}
   out = {"mfu": mfu, "tokens_per_s": tps, "step_time_s": step, "memory_per_device_gb": mem["total"], "fits": fits,
          "plan": plan.as_dict(), "hardware": hw.name, "microbatches": mbatches,
-         "bubble_fraction": bubble_fraction(plan.pp, mbatches, plan.vpp) if plan.pp > 1 else 0.0,
+         "bubble_fraction": bubble / pipe if plan.pp > 1 else 0.0,  # the slowest stage's idle share
          "breakdown_s": breakdown, "memory_gb": mem, "stage_time_per_microbatch_s": per_mb,
          "bottleneck_stage": worst, "model_flops_per_token": flops_tok,
+         "stage_times_per_microbatch_s": [x["total"] + pp_comm for x in stage_tot], "pipeline_time_s": pipe,
+         "chunk_times_s": {"fwd": tf, "bwd": tb},
+         "layers_per_chunk": [sum(k in ("dense", "moe", "mtp") for k in ck) for ck in chunk_kinds],
          "layer_times_s": {k: {f: v[f] for f in ("fwd", "bwd", "recompute", "tp_comm", "ep_comm", "ep_comm_exposed",
                                                  "total")} for k, v in costs.items()}}
   if with_ops:
     out["ops"] = {k: [(o.name, ops.op_time(o, hw, plan.dtype)) for o in _layer_ops(m, plan, k, hw.kernels)]
                   for k in kinds}
   return out
+
+
+def chunk_time_tables(plan, chunk_kinds, costs, pp_comm) -> tuple:
+  """p x v tables of one micro-batch's forward and backward time per chunk (chunk c is stage c % p's chunk
+  c // p): its layers' totals split by their forward compute's share of their compute; the p2p time split
+  evenly over the chunk boundaries."""
+  p, v = plan.pp, plan.vpp
+  tf = [[pp_comm / (2 * v)] * v for _ in range(p)]
+  tb = [[pp_comm / (2 * v)] * v for _ in range(p)]
+  for c, ck in enumerate(chunk_kinds):
+    for k in ck:
+      total, compute = costs[k]["total"], costs[k]["compute"]
+      fwd = total * costs[k]["fwd"] / compute if compute > 0 else 0.5 * total
+      tf[c % p][c // p] += fwd
+      tb[c % p][c // p] += total - fwd
+  return tf, tb
+
+
+def pipeline_step_time(plan, mbatches, tf, tb, per_mb) -> float:
+  """Pipeline time of one step. The event simulation with each chunk's own times, so the warm-up and cool-down
+  run at each stage's own pace while the slowest stage still does all m micro-batches (with equal stages it
+  equals the closed form, tests). One stage, or interleaving with m not a multiple of pp (outside Megatron's
+  rule): the closed form on the slowest stage (`per_mb`, its whole micro-batch time)."""
+  p, v = plan.pp, plan.vpp
+  if p == 1 or (v > 1 and mbatches % p):
+    return pipeline_time(p, mbatches, v, per_mb * 0.5, per_mb * 0.5)
+  return simulate(p, mbatches, v, tf, tb)["time"]
 
 
 @functools.lru_cache(maxsize=1024)

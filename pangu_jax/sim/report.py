@@ -14,9 +14,11 @@ import sys
 from absl import app, flags
 
 from pangu_jax.sim.hardware import load_hardware
+from pangu_jax.sim.placement import chunks_from_counts, even_counts, layer_kinds, pad_placements, stages_of
 from pangu_jax.sim.plan import make_plan, parse_plan_string
 from pangu_jax.sim.plots import plot_sweeps, plot_timeline
-from pangu_jax.sim.predict import predict
+from pangu_jax.sim.predict import KINDS, chunk_time_tables, layer_cost, pipeline_step_time, pp_comm_time, predict
+from pangu_jax.sim.schedule import pipeline_time
 from pangu_jax.sim.search import search_architectures, search_plans
 
 _OUT = flags.DEFINE_string("out", "results/sim", "output directory")
@@ -30,8 +32,9 @@ ASSUMPTIONS = [
     "global batch (gbs) = the preset's train.batch_size, 1536 sequences of 4096 tokens (the paper does not state "
     "its global batch); m = gbs / (dp * mbs) = 16 micro-batches per pipeline",
     "dp = devices / (tp * pp) = 48; EP groups inside the dp x tp devices of a stage; TP-extend-EP on (the preset)",
-    "61 layers + 1 MTP layer in 32 chunks of 2 slots (the paper pads to 64 with no-op layers); embedding on the "
-    "first chunk, output head on the last; the slowest stage sets the pipeline time",
+    "61 layers + 1 MTP layer in 32 chunks of 2 slots (the paper pads to 64 with no-op layers; ours at the end, "
+    "which the placement check finds fastest); embedding on the first chunk, output head on the last; the "
+    "pipeline time is Megatron's interleaved schedule simulated with each chunk's own forward/backward time",
     "balanced routing (every device gets T*k/ep_eff assignments); dynamic expert placement is not modelled",
     "sequence parallelism with TP: one all-gather + one reduce-scatter of the micro-batch's activations per "
     "attention (and dense FFN) forward, twice that in backward, not overlapped",
@@ -63,8 +66,32 @@ def _row(r):
   return out
 
 
+def placement_check(cfg, hw, plan) -> dict:
+  """The simulated pipeline time of every placement of the plan's padding slots (layers in order), against
+  ours (padding at the end) and against the one with the smallest slowest stage."""
+  m = cfg.model
+  costs = {k: layer_cost(m, plan, hw, k) for k in KINDS}
+  pp_comm = pp_comm_time(m, plan, hw)
+  kinds = layer_kinds(m)
+  ours = even_counts(len(kinds), plan.pp * plan.vpp)
+  rows = []
+  for counts in pad_placements(len(kinds), plan.pp * plan.vpp):
+    ck = chunks_from_counts(kinds, counts)
+    slowest = max(sum(costs[k]["total"] for k in st) for st in stages_of(ck, plan.pp)) + pp_comm
+    tf, tb = chunk_time_tables(plan, ck, costs, pp_comm)
+    rows.append({"padded_chunks": [c for c, n in enumerate(counts) for _ in range(max(counts) - n)],
+                 "pipeline_s": pipeline_step_time(plan, plan.microbatches, tf, tb, slowest),
+                 "slowest_stage_s": slowest, "ours": counts == ours})
+  rows.sort(key=lambda r: r["pipeline_s"])
+  flat = min(rows, key=lambda r: (r["slowest_stage_s"], r["pipeline_s"]))
+  return {"placements": len(rows), "ours_rank": next(i + 1 for i, r in enumerate(rows) if r["ours"]),
+          "ours": next(r for r in rows if r["ours"]), "best": rows[0], "worst": rows[-1],
+          "smallest_slowest_stage": flat}
+
+
 def paper_report(cfg, hw) -> dict:
-  base = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN)))
+  plan = make_plan(cfg, parse_plan_string(PAPER_PLAN))
+  base = predict(cfg, hw, plan)
   flops = base["model_flops_per_token"]
   ablations = {}
   for name, extra in (("hier_a2a_off", ",hier_a2a=0"), ("overlap_off", ",overlap=0"), ("remat_full", ",remat=full"),
@@ -87,6 +114,13 @@ def paper_report(cfg, hw) -> dict:
       "paper_mfu_under_our_accounting_6144": paper_mfu_ours,
       "paper_mfu_under_our_accounting_6000": PAPER_TOKENS_PER_S * flops / (6000 * hw.matmul_peak["bfloat16"]),
       "assumptions": ASSUMPTIONS, "ablations": ablations, "gbs_sensitivity": gbs,
+      "pipeline": {"simulated_s": base["pipeline_time_s"],
+                   "closed_form_at_slowest_stage_s": pipeline_time(plan.pp, plan.microbatches, plan.vpp,
+                                                                   base["stage_time_per_microbatch_s"] / 2,
+                                                                   base["stage_time_per_microbatch_s"] / 2),
+                   "stage_times_per_microbatch_s": base["stage_times_per_microbatch_s"],
+                   "layers_per_chunk": base["layers_per_chunk"]},
+      "placement_check": placement_check(cfg, hw, plan),
   }
 
 
@@ -121,10 +155,10 @@ def main(argv):
   with open(os.path.join(out, "sweeps.json"), "w") as f:
     json.dump(sweeps, f, indent=1)
   r = predict(cfg, hw, base_plan)
-  per_mb = r["stage_time_per_microbatch_s"]
-  tl = plot_timeline(16, r["microbatches"], 2, per_mb / 3, 2 * per_mb / 3, os.path.join(out, "pipeline_timeline.png"),
-                     title=f"paper plan pp=16 vpp=2, m={r['microbatches']} micro-batches (forward blue, backward "
-                     "orange, darker = first model chunk)")
+  tl = plot_timeline(16, r["microbatches"], 2, r["chunk_times_s"]["fwd"], r["chunk_times_s"]["bwd"],
+                     os.path.join(out, "pipeline_timeline.png"),
+                     title=f"paper plan pp=16 vpp=2, m={r['microbatches']} micro-batches, each chunk's own time "
+                     "(forward blue, backward orange, darker = first model chunk)")
   tl4 = plot_timeline(4, 8, 2, 1.0, 2.0, os.path.join(out, "pipeline_timeline_small.png"))
   with open(os.path.join(out, "timeline.json"), "w") as f:
     json.dump({"paper_plan": tl, "pp4_m8_vpp2": tl4}, f, indent=1)

@@ -5,10 +5,14 @@ tests.
 bubble share is (p - 1) / (m + p - 1). Interleaved (Megatron's virtual stages, vpp = v): each stage holds v
 chunks of 1/v the work; the ramp shrinks to (p - 1)/v stage-times: step = (m + (p - 1)/v)(t_f + t_b), bubble
 share (p - 1) / (v m + p - 1). The event simulation below runs the actual per-stage task order and dependency
-rules and reproduces these closed forms (tests/test_sim.py), so the closed form is what `predict` uses.
+rules and reproduces these closed forms when every stage takes the same time (tests/test_sim.py). Stages differ
+(the embedding, the MTP block and the head sit on some stages only): then `predict` runs the simulation with
+each stage's own chunk times, since the closed form on the slowest stage would run the ramp at its pace too.
 """
 
 from __future__ import annotations
+
+import functools
 
 
 def bubble_fraction(p: int, m: int, v: int = 1) -> float:
@@ -51,17 +55,27 @@ def stage_order(p: int, m: int, v: int, rank: int) -> list:
   return order
 
 
-def simulate(p: int, m: int, v: int, t_f: float, t_b: float, t_comm: float = 0.0) -> dict:
-  """Event simulation; t_f, t_b are per stage (all chunks) and each chunk takes 1/v of them. Returns
-  {"time", "events": [(stage, kind, mb, chunk, start, end)]}. Needs m % p == 0 when v > 1 (Megatron's rule)."""
+def chunk_times(p: int, v: int, t) -> list:
+  """A p x v table of per-chunk times from `t`: a per-stage total (float; each chunk takes 1/v of it) or already
+  a table `t[stage][chunk]` (stages whose chunks hold different layers, pangu_jax.sim.placement)."""
+  if isinstance(t, (int, float)):
+    return [[float(t) / v] * v for _ in range(p)]
+  rows = [list(map(float, row)) for row in t]
+  if len(rows) != p or any(len(row) != v for row in rows):
+    raise ValueError(f"chunk times: need a {p} x {v} table (stages x chunks), got {len(rows)} rows")
+  return rows
+
+
+@functools.lru_cache(maxsize=256)
+def _task_graph(p: int, m: int, v: int) -> tuple:
+  """Every task of the schedule in an order that respects both each stage's own order and the dependencies:
+  ((stage, kind, mb, chunk, dependency index or -1), ...). The times are then one longest-path pass."""
   if v > 1 and m % p:
     raise ValueError("interleaved schedule needs microbatches % pp == 0")
-  cf, cb = t_f / v, t_b / v
   orders = [stage_order(p, m, v, r) for r in range(p)]
   pos = [0] * p
-  free = [0.0] * p
-  done = {}
-  events = []
+  index = {}
+  tasks = []
   remaining = sum(len(o) for o in orders)
   while remaining:
     progressed = False
@@ -70,26 +84,40 @@ def simulate(p: int, m: int, v: int, t_f: float, t_b: float, t_comm: float = 0.0
         kind, mb, c = orders[r][pos[r]]
         if kind == "F":
           dep = (("F", mb, c, r - 1) if r > 0 else (("F", mb, c - 1, p - 1) if c > 0 else None))
+        elif r < p - 1:
+          dep = ("B", mb, c, r + 1)
+        elif c < v - 1:
+          dep = ("B", mb, c + 1, 0)
         else:
-          if r < p - 1:
-            dep = ("B", mb, c, r + 1)
-          elif c < v - 1:
-            dep = ("B", mb, c + 1, 0)
-          else:
-            dep = ("F", mb, c, r)
-        if dep is not None and dep not in done:
+          dep = ("F", mb, c, r)
+        if dep is not None and dep not in index:
           break
-        ready = 0.0 if dep is None else done[dep] + (t_comm if dep[3] != r else 0.0)
-        start = max(free[r], ready)
-        end = start + (cf if kind == "F" else cb)
-        free[r] = end
-        done[(kind, mb, c, r)] = end
-        events.append((r, kind, mb, c, start, end))
+        index[(kind, mb, c, r)] = len(tasks)
+        tasks.append((r, kind, mb, c, -1 if dep is None else index[dep]))
         pos[r] += 1
         remaining -= 1
         progressed = True
     if not progressed:
       raise RuntimeError("pipeline schedule deadlocked")
+  return tuple(tasks)
+
+
+def simulate(p: int, m: int, v: int, t_f, t_b, t_comm: float = 0.0) -> dict:
+  """Event simulation of Megatron's schedule (each stage runs its task order as soon as dependencies allow).
+  t_f, t_b: per-stage forward / backward time of one micro-batch (float; each chunk takes 1/v of it) or a
+  p x v table of per-chunk times. t_comm is added to every dependency that crosses stages. Returns
+  {"time", "events": [(stage, kind, mb, chunk, start, end)]}. Needs m % p == 0 when v > 1 (Megatron's rule)."""
+  cf, cb = chunk_times(p, v, t_f), chunk_times(p, v, t_b)
+  tasks = _task_graph(p, m, v)
+  free = [0.0] * p
+  ends = [0.0] * len(tasks)
+  events = []
+  for i, (r, kind, mb, c, dep) in enumerate(tasks):
+    ready = 0.0 if dep < 0 else ends[dep] + (t_comm if tasks[dep][0] != r else 0.0)
+    start = max(free[r], ready)
+    end = start + (cf[r][c] if kind == "F" else cb[r][c])
+    free[r] = ends[i] = end
+    events.append((r, kind, mb, c, start, end))
   return {"time": max(free), "events": events}
 
 
