@@ -123,6 +123,27 @@ def test_per_chunk_times_respect_bounds_and_monotonicity(seed):
       schedule.simulate(p, m, v, 0.5 * v, 1.0 * v)["time"])
 
 
+def test_sequence_parallel_layers_compute_nothing_twice():
+  """Fused kernels (sequence parallelism, Megatron-Core's MLA): the tp devices of an attention + dense FFN layer
+  together do exactly one device's work, op by op, except the shared RoPE key, which every device rotates for
+  all tokens. The xla_cpu set (our trainer's layout) repeats the norms and down-projections on every device."""
+  m = _paper_cfg().model
+  b, sq, tp = 2, 4096, 8
+
+  def per_op(t, kernels):
+    return {o.name: o.flops for o in ops.attention_ops(m, b, sq, t, 2, kernels) + ops.dense_ffn_ops(m, b, sq, t, 2,
+                                                                                                      kernels)}
+  one, split = per_op(1, "fused"), per_op(tp, "fused")
+  assert set(one) == set(split)
+  for name in one:
+    if name != "rope":
+      assert tp * split[name] == pytest.approx(one[name]), name
+  # the RoPE key: tp - 1 extra copies of b * sq tokens x qk_rope_head_dim elements, 4 FLOPs each
+  assert tp * split["rope"] - one["rope"] == pytest.approx(4 * b * sq * (tp - 1) * m.qk_rope_head_dim)
+  cpu_one, cpu_split = per_op(1, "xla_cpu"), per_op(tp, "xla_cpu")
+  assert tp * cpu_split["q_a"] == pytest.approx(tp * cpu_one["q_a"])  # every device projects all tokens
+
+
 def test_every_padding_placement_is_listed_once():
   from pangu_jax.sim import placement  # noqa: PLC0415
 

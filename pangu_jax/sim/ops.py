@@ -5,9 +5,11 @@ micro-batch of B sequences x S tokens on one device of a plan (TP shards heads a
 parallelism; experts spread over ep_eff devices). The backward of a GEMM is two GEMMs of the same size (dX,
 dW); of a bandwidth-bound op, twice its traffic. Two kernel sets:
   fused    the paper's operators: flash attention (causal blocks skipped), grouped matmul over exactly the
-           routed rows, fused permute.
+           routed rows, fused permute; Megatron-Core's sequence-parallel layout (norms, residuals and the MLA
+           down-projections on the device's T/tp sequence shard).
   xla_cpu  what this repository's trainer runs on CPU: attention materialises the full S x S scores (fp32
-           softmax), the grouped matmul pads each expert to 64-row blocks and gathers a weight copy per block.
+           softmax), the grouped matmul pads each expert to 64-row blocks and gathers a weight copy per block;
+           every device runs the norms and down-projections on all T tokens (as --validate measures).
 Times: a GEMM takes flops / rate(M, K, N) (a measured table, or peak x eff_max x f(M) f(K) f(N) with
 f(x) = x / (x + half_dim)); a bandwidth-bound op takes bytes / bandwidth; every kernel adds a fixed overhead.
 """
@@ -48,18 +50,29 @@ def gather(name, rows, width, s, fine=True):
   return Op(name, "gather", bytes=2.0 * rows * width * s, recompute_fine=fine)
 
 
+def sequence_shard(t: int, tp: int, kernels: str) -> int:
+  """Tokens a device's norms, residuals and MLA down-projections see. Fused kernels: the paper's framework with
+  sequence parallelism (Megatron-Core's layout), T/tp. xla_cpu: our trainer's GSPMD layout, as measured by
+  --validate, runs them on all T tokens."""
+  return t // tp if kernels == "fused" else t
+
+
 def attention_ops(m, b, sq, tp, s, kernels):
-  """MLA forward on one device: T = b*sq tokens, H/tp heads (sequence parallel outside)."""
+  """MLA forward on one device: T = b*sq tokens, H/tp heads. Under sequence parallelism (fused) the input norm,
+  the q/kv down-projections and their norms run on the device's sequence shard and only the low-rank latents
+  are gathered for the head-sharded up-projections (Megatron-Core's MLA; the gather is in predict.layer_cost);
+  the attention core, up- and output projections work on all T tokens of H/tp heads."""
   t, h = b * sq, m.num_heads // tp
+  tl = sequence_shard(t, tp, kernels)
   qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-  ops = [vec("attn_norm", t * m.hidden_size, 2, s)]
+  ops = [vec("attn_norm", tl * m.hidden_size, 2, s)]
   if m.q_lora_rank > 0:
-    ops += [gemm("q_a", t, m.hidden_size, m.q_lora_rank, s=s), vec("q_a_norm", t * m.q_lora_rank, 2, s),
+    ops += [gemm("q_a", tl, m.hidden_size, m.q_lora_rank, s=s), vec("q_a_norm", tl * m.q_lora_rank, 2, s),
             gemm("q_b", t, m.q_lora_rank, h * qk, s=s)]
   else:
     ops += [gemm("q", t, m.hidden_size, h * qk, s=s)]
-  ops += [gemm("kv_a", t, m.hidden_size, m.kv_lora_rank + m.qk_rope_head_dim, s=s),
-          vec("kv_a_norm", t * m.kv_lora_rank, 2, s),
+  ops += [gemm("kv_a", tl, m.hidden_size, m.kv_lora_rank + m.qk_rope_head_dim, s=s),
+          vec("kv_a_norm", tl * m.kv_lora_rank, 2, s),
           vec("rope", t * (h + 1) * m.qk_rope_head_dim, 3, s),
           gemm("kv_b", t, m.kv_lora_rank, h * (m.qk_nope_head_dim + m.v_head_dim), s=s),
           vec("concat_qk", t * h * qk, 4, s)]
@@ -70,9 +83,18 @@ def attention_ops(m, b, sq, tp, s, kernels):
     ops += [gemm("scores", sq, qk, sq, batch=b * h, s=s),
             vec("softmax", b * h * sq * sq, 5, 4, fine=False, flops_per=8.0),
             gemm("probs_v", sq, sq, m.v_head_dim, batch=b * h, s=s)]
-  ops += [gemm("o", t, h * m.v_head_dim, m.hidden_size, s=s), vec("post_attn_norm", t * m.hidden_size, 2, s),
-          vec("residual", t * m.hidden_size, 3, s, fine=False, flops_per=1.0)]
+  ops += [gemm("o", t, h * m.v_head_dim, m.hidden_size, s=s), vec("post_attn_norm", tl * m.hidden_size, 2, s),
+          vec("residual", tl * m.hidden_size, 3, s, fine=False, flops_per=1.0)]
   return ops
+
+
+def attention_gather_width(m, kernels) -> int:
+  """Per-token width the attention's sequence-parallel all-gather moves: the hidden state, or under
+  Megatron-Core's MLA (fused) the q and kv latents + the shared RoPE key (the hidden state when q is not
+  compressed, since its projection then needs it)."""
+  if kernels != "fused":
+    return m.hidden_size
+  return (m.q_lora_rank if m.q_lora_rank > 0 else m.hidden_size) + m.kv_lora_rank + m.qk_rope_head_dim
 
 
 def mlp_ops(prefix, t, d, f, s):
@@ -80,10 +102,11 @@ def mlp_ops(prefix, t, d, f, s):
           gemm(f"{prefix}_w_out", t, f, d, s=s)]
 
 
-def dense_ffn_ops(m, b, sq, tp, s):
+def dense_ffn_ops(m, b, sq, tp, s, kernels):
   t, d = b * sq, m.hidden_size
-  return ([vec("mlp_norm", t * d, 2, s)] + mlp_ops("dense", t, d, m.dense_ffn_dim // tp, s)
-          + [vec("post_mlp_norm", t * d, 2, s), vec("residual2", t * d, 3, s, fine=False, flops_per=1.0)])
+  tl = sequence_shard(t, tp, kernels)
+  return ([vec("mlp_norm", tl * d, 2, s)] + mlp_ops("dense", t, d, m.dense_ffn_dim // tp, s)
+          + [vec("post_mlp_norm", tl * d, 2, s), vec("residual2", tl * d, 3, s, fine=False, flops_per=1.0)])
 
 
 def moe_ops(m, b, sq, plan, s, kernels):
@@ -140,10 +163,11 @@ def moe_gmm_weight_bytes(m, plan, s):
   return nb * 3 * m.hidden_size * f_loc * s
 
 
-def head_ops(m, b, sq, tp, s):
+def head_ops(m, b, sq, tp, s, kernels):
   t = b * sq
   v = m.vocab_size // tp
-  return [vec("final_norm", t * m.hidden_size, 2, s), gemm("head", t, m.hidden_size, v, s=s),
+  return [vec("final_norm", sequence_shard(t, tp, kernels) * m.hidden_size, 2, s),
+          gemm("head", t, m.hidden_size, v, s=s),
           vec("cross_entropy", t * v, 4, 4, fine=False, flops_per=6.0)]
 
 

@@ -28,16 +28,16 @@ def _layer_ops(m, plan, kind, kernels):
   s = ops.BYTES[plan.dtype]
   b, sq, tp = plan.mbs, plan.seq, plan.tp
   if kind == "dense":
-    return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.dense_ffn_ops(m, b, sq, tp, s)
+    return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.dense_ffn_ops(m, b, sq, tp, s, kernels)
   if kind == "moe":
     return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.moe_ops(m, b, sq, plan, s, kernels)
   if kind == "mtp":
     return (ops.mtp_extra_ops(m, b, sq, tp, s) + ops.attention_ops(m, b, sq, tp, s, kernels)
-            + ops.moe_ops(m, b, sq, plan, s, kernels) + ops.head_ops(m, b, sq, tp, s))
+            + ops.moe_ops(m, b, sq, plan, s, kernels) + ops.head_ops(m, b, sq, tp, s, kernels))
   if kind == "embed":
     return ops.embed_ops(m, b, sq, s)
   if kind == "head":
-    return ops.head_ops(m, b, sq, tp, s)
+    return ops.head_ops(m, b, sq, tp, s, kernels)
   raise ValueError(kind)
 
 
@@ -59,9 +59,15 @@ def layer_cost(m, plan, hw, kind) -> dict:
   tok_bytes = t * m.hidden_size * s
   tp_fwd = 0.0
   if plan.tp > 1 and kind in ("dense", "moe", "mtp"):
-    n_pairs = 2 if (kind == "dense" or not plan.tp_extend_ep) else 1  # attention (+ FFN / MoE) AG + RS
-    tp_fwd = n_pairs * (comm.all_gather(hw, plan.tp, tok_bytes, across_nodes=plan.tp > hw.devices_per_node)
-                        + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=plan.tp > hw.devices_per_node))
+    # sequence parallelism: attention all-gathers its input (or just the MLA latents) and reduce-scatters its
+    # output; the dense FFN (and the MoE block without TP-extend-EP) does the same with the hidden state
+    across = plan.tp > hw.devices_per_node
+    attn_in = t * ops.attention_gather_width(m, kernels) * s
+    tp_fwd = (comm.all_gather(hw, plan.tp, attn_in, across_nodes=across)
+              + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=across))
+    if kind == "dense" or not plan.tp_extend_ep:
+      tp_fwd += (comm.all_gather(hw, plan.tp, tok_bytes, across_nodes=across)
+                 + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=across))
   ep_fwd = 0.0
   if kind in ("moe", "mtp") and plan.ep_eff > 1:
     t_loc = t // plan.tp if (plan.tp_extend_ep or plan.tp == 1) else t // plan.tp

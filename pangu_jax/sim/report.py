@@ -36,8 +36,10 @@ ASSUMPTIONS = [
     "which the placement check finds fastest); embedding on the first chunk, output head on the last; the "
     "pipeline time is Megatron's interleaved schedule simulated with each chunk's own forward/backward time",
     "balanced routing (every device gets T*k/ep_eff assignments); dynamic expert placement is not modelled",
-    "sequence parallelism with TP: one all-gather + one reduce-scatter of the micro-batch's activations per "
-    "attention (and dense FFN) forward, twice that in backward, not overlapped",
+    "sequence parallelism with TP in Megatron-Core's MLA layout: norms, residuals and the MLA down-projections on "
+    "each device's sequence shard; per attention forward one all-gather of the q/kv latents + RoPE key and one "
+    "reduce-scatter of the output (the dense FFN: all-gather + reduce-scatter of the hidden state), twice that "
+    "in backward, not overlapped",
     "EP dispatch + combine all-to-all per MoE layer forward and backward; with overlap on, hidden under compute "
     "up to overlap_eff = 0.8 (assumption) of min(comm, compute)",
     "fused kernels: flash attention at attn_eff = 0.5 of peak, GEMMs at 0.75 x f(M) f(K) f(N) of peak "
