@@ -150,17 +150,70 @@ def test_every_padding_placement_is_listed_once():
   all_ = [tuple(c) for c in placement.pad_placements(62, 32)]
   assert len(all_) == len(set(all_)) == 33 * 32 // 2  # 2 no-op slots in 32 chunks: C(32 + 1, 2)
   assert all(sum(c) == 62 and max(c) <= 2 for c in all_)
-  assert tuple(placement.even_counts(62, 32)) == (2,) * 31 + (0,)
+  # ours: 61 decoder layers in order, the two no-op slots, then the MTP block in the last chunk with the head
+  assert tuple(placement.default_counts(62, 32, 1)) == (2,) * 30 + (1, 1)
+  assert tuple(placement.default_counts(62, 32, 0)) == (2,) * 31 + (0,)
 
 
-def test_paper_pipeline_sits_between_its_bounds():
+def test_paper_pipeline_tables_follow_the_placement_and_bounds():
+  """Each chunk's row in predict's time tables is the total of the layers placement.place puts in that chunk
+  (chunk c = stage c % p, local chunk c // p) plus its p2p share; the step respects m t_max from below and the
+  every-chunk-at-its-maximum schedule from above."""
+  from pangu_jax.sim import placement  # noqa: PLC0415
+
   cfg = _paper_cfg()
-  r = _paper(cfg, load_hardware("ascend_a2"))
-  m, per_mb = r["microbatches"], r["stage_time_per_microbatch_s"]
-  table = [sum(f) + sum(b) for f, b in zip(r["chunk_times_s"]["fwd"], r["chunk_times_s"]["bwd"])]
-  assert table == pytest.approx(r["stage_times_per_microbatch_s"])
-  assert max(table) == pytest.approx(per_mb)
-  assert m * per_mb <= r["pipeline_time_s"] <= schedule.pipeline_time(16, m, 2, per_mb / 2, per_mb / 2)
+  hw = load_hardware("ascend_a2")
+  plan = make_plan(cfg, parse_plan_string(PAPER_PLAN))
+  r = predict(cfg, hw, plan)
+  p, v, m = plan.pp, plan.vpp, r["microbatches"]
+  tf, tb = r["chunk_times_s"]["fwd"], r["chunk_times_s"]["bwd"]
+  share = (r["stage_time_per_microbatch_s"] - max(sum(r["layer_times_s"][k]["total"] for k in st)
+                                                  for st in placement.stages_of(placement.place(cfg.model, plan), p)))
+  for c, kinds in enumerate(placement.place(cfg.model, plan)):
+    expect = sum(r["layer_times_s"][k]["total"] for k in kinds) + share / v
+    assert tf[c % p][c // p] + tb[c % p][c // p] == pytest.approx(expect), c
+  t_max = r["stage_time_per_microbatch_s"]
+  assert m * t_max <= r["pipeline_time_s"] <= schedule.pipeline_time(p, m, v, v * max(map(max, tf)),
+                                                                    v * max(map(max, tb)))
+
+
+def test_events_take_their_chunks_time_in_virtual_stage_order():
+  p, v, m = 3, 2, 3
+  tf = [[1.0 + r + 10 * c for c in range(v)] for r in range(p)]  # every (stage, chunk) a different time
+  tb = [[2 * x + 0.5 for x in row] for row in tf]
+  events = schedule.simulate(p, m, v, tf, tb)["events"]
+  for stage, kind, _, chunk, start, end in events:
+    assert end - start == pytest.approx((tf if kind == "F" else tb)[stage][chunk])
+  first = sorted((e for e in events if e[1] == "F" and e[2] == 0), key=lambda e: e[4])
+  assert [(e[0], e[3]) for e in first] == [(r, c) for c in range(v) for r in range(p)]  # virtual stage c p + r
+  assert all(b[4] >= a[5] - 1e-12 for a, b in zip(first, first[1:]))
+
+
+def test_gemm_flops_match_the_model_parameters_and_split_over_tp():
+  """Independent of the op lists: a token's GEMM FLOPs in a layer are 2 x the layer's matmul parameters (from
+  the model's own parameter tree); under the fused kernels' sequence parallelism the tp devices split them
+  exactly (none repeated), for attention, the dense FFN and the MTP projection."""
+  import jax  # noqa: PLC0415
+
+  from pangu_jax.params import abstract_params  # noqa: PLC0415
+
+  m = _paper_cfg().model
+  params = abstract_params(m)
+  b, sq = 1, 256
+  t = b * sq
+
+  def matmul_params(tree):
+    return sum(a.shape[-1] * a.shape[-2] for a in jax.tree.leaves(tree) if a.ndim >= 3)  # stacked 2-D weights
+
+  def gemm_flops(op_list):
+    return sum(o.flops for o in op_list if o.cls == "gemm")
+
+  attn_dense = matmul_params(params["dense_layers"]["attn"]) + matmul_params(params["dense_layers"]["mlp"])
+  mtp_proj = matmul_params(params["mtp"]["proj"])
+  for tp in (1, 8):
+    layer = ops.attention_ops(m, b, sq, tp, 2, "fused") + ops.dense_ffn_ops(m, b, sq, tp, 2, "fused")
+    assert tp * gemm_flops(layer) == pytest.approx(2 * t * attn_dense, rel=1e-12)
+    assert tp * gemm_flops(ops.mtp_extra_ops(m, b, sq, tp, 2, "fused")) == pytest.approx(2 * t * mtp_proj, rel=1e-12)
 
 
 @pytest.mark.parametrize("field", ["inter_bw", "intra_bw", "mem_bw", "offload_bw"])

@@ -120,7 +120,8 @@ def moe_ops(m, b, sq, plan, s, kernels):
   e_loc = max(e // plan.ep_eff, 1)
   if not plan.tp_extend_ep and tp > 1:
     assign = t * k // plan.ep  # the ep group's tokens, each expert's FFN split over tp
-  ops = [vec("mlp_norm", t_loc * d, 2, s), gemm("router", t_loc, d, e, s=4),
+  t_norm = t_loc if kernels != "fused" else t // tp  # norms and residual: on the sequence shard under fused
+  ops = [vec("mlp_norm", t_norm * d, 2, s), gemm("router", t_loc, d, e, s=4),
          vec("gating", t_loc * e, 6, 4, flops_per=10.0), gather("permute", t_loc * k, d, s),
          vec("sort", t_loc * k, 8, 4, flops_per=20.0)]
   if kernels == "fused":
@@ -140,7 +141,7 @@ def moe_ops(m, b, sq, plan, s, kernels):
   ops += [gather("unpermute", t_loc * k, d, s), vec("combine", t_loc * k * d, 1, s, flops_per=2.0)]
   if m.num_shared_experts > 0:
     ops += mlp_ops("shared", t_loc, d, m.num_shared_experts * f // (1 if t_loc != t or tp == 1 else tp), s)
-  ops += [vec("post_mlp_norm", t_loc * d, 2, s), vec("residual2", t_loc * d, 3, s, fine=False, flops_per=1.0)]
+  ops += [vec("post_mlp_norm", t_norm * d, 2, s), vec("residual2", t_norm * d, 3, s, fine=False, flops_per=1.0)]
   return ops
 
 
@@ -175,10 +176,15 @@ def embed_ops(m, b, sq, s):
   return [gather("embed", b * sq, m.hidden_size, s, fine=False)]
 
 
-def mtp_extra_ops(m, b, sq, tp, s):
+def mtp_extra_ops(m, b, sq, tp, s, kernels):
+  """The MTP block's own embedding lookup, its two input norms and the 2d -> d projection. Fused (Megatron-Core):
+  norms on the sequence shard, the projection column-parallel over tp (its input gathered, its output gathered
+  along the hidden dim: predict.tp_collectives). xla_cpu: as our trainer runs it, on every device in full."""
   t, d = b * sq, m.hidden_size
-  return [gather("mtp_embed", t, d, s, fine=False), vec("mtp_norms", 2 * t * d, 2, s),
-          gemm("mtp_proj", t, 2 * d, d, s=s)]
+  tl = sequence_shard(t, tp, kernels)
+  d_out = d // tp if kernels == "fused" else d
+  return [gather("mtp_embed", t, d, s, fine=False), vec("mtp_norms", 2 * tl * d, 2, s),
+          gemm("mtp_proj", t, 2 * d, d_out, s=s)]
 
 
 # ---------------------------------------------------------------------------------------------- timing

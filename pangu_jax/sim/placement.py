@@ -1,11 +1,11 @@
 """Which layers each pipeline chunk holds, and every alternative placement of the padding.
 
 The paper pads 61 layers + the MTP block to 64 slots with no-op layers so that pp x vpp = 32 chunks hold 2 slots
-each; where its no-op slots go is not published. Our placement (`place`): layers in order fill the chunks slot by
-slot, the padding at the end, the embedding on chunk 0 and the head on the last chunk. `pad_placements` lists
-every other way to distribute the padding (layers still in order) so that a report can time them all: in the
-paper's setting the end placement gives the shortest simulated pipeline of all 528 (results/sim, docs/simulator.md),
-although it does not give the smallest slowest stage; the schedule, not the stage sum, decides.
+each; where its no-op slots go is not published. Our placement (`place`): the decoder layers fill the slots in
+order, then the padding, then the MTP block in the last slot(s), so that the MTP block sits in the last chunk with
+the output head, where Megatron-Core puts it (on the last pipeline stage's last virtual chunk); the embedding is
+on chunk 0. `pad_placements` lists every other way to distribute the padding (layers still in order) so that the
+report can time them all: the pipeline time depends strongly on it (docs/simulator.md, "Where the padding goes").
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ def slots_per_chunk(n_layers: int, chunks: int) -> int:
   return max(-(-n_layers // chunks), 1)
 
 
-def even_counts(n_layers: int, chunks: int) -> list:
-  """Layers per chunk when they fill the chunks slot by slot (padding at the end)."""
+def default_counts(n_layers: int, chunks: int, n_last: int = 0) -> list:
+  """Layers per chunk of our placement: the first n_layers - n_last fill the slots in order, then the padding,
+  then the last n_last (the MTP blocks) in the final slots."""
   slots = slots_per_chunk(n_layers, chunks)
-  return [max(0, min(slots, n_layers - i * slots)) for i in range(chunks)]
+  pads = chunks * slots - n_layers
+  filled = ["layer"] * (n_layers - n_last) + [None] * pads + ["layer"] * n_last
+  return [sum(x is not None for x in filled[i * slots:(i + 1) * slots]) for i in range(chunks)]
 
 
 def pad_placements(n_layers: int, chunks: int):
@@ -56,7 +59,7 @@ def chunks_from_counts(kinds: list, counts: list) -> list:
 def place(m, plan) -> list:
   """Per-chunk kind lists of our placement (pp x vpp chunks, chunk c on stage c % pp)."""
   kinds = layer_kinds(m)
-  return chunks_from_counts(kinds, even_counts(len(kinds), plan.pp * plan.vpp))
+  return chunks_from_counts(kinds, default_counts(len(kinds), plan.pp * plan.vpp, m.mtp_depth))
 
 
 def stages_of(chunk_kinds: list, pp: int) -> list:

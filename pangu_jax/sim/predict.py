@@ -32,13 +32,44 @@ def _layer_ops(m, plan, kind, kernels):
   if kind == "moe":
     return ops.attention_ops(m, b, sq, tp, s, kernels) + ops.moe_ops(m, b, sq, plan, s, kernels)
   if kind == "mtp":
-    return (ops.mtp_extra_ops(m, b, sq, tp, s) + ops.attention_ops(m, b, sq, tp, s, kernels)
+    return (ops.mtp_extra_ops(m, b, sq, tp, s, kernels) + ops.attention_ops(m, b, sq, tp, s, kernels)
             + ops.moe_ops(m, b, sq, plan, s, kernels) + ops.head_ops(m, b, sq, tp, s, kernels))
   if kind == "embed":
     return ops.embed_ops(m, b, sq, s)
   if kind == "head":
     return ops.head_ops(m, b, sq, tp, s, kernels)
   raise ValueError(kind)
+
+
+def tp_collectives(m, plan, kind, kernels) -> list:
+  """Tensor-parallel collectives of one layer kind's forward for one micro-batch: [("ag" | "rs", bytes, how many
+  of the same size its backward runs)]. Sequence parallelism throughout. xla_cpu (our trainer, what --validate
+  measured): an all-gather + reduce-scatter of the hidden state around attention and around the dense FFN (and
+  the MoE block without TP-extend-EP), mirrored in backward. fused (Megatron-Core): attention gathers only the
+  MLA latents; the MTP projection gathers its 2d input and then its output along the hidden dim; the output
+  head gathers its input; the vocab-parallel embedding reduce-scatters; a column-parallel linear's backward
+  reduce-scatters its input gradient and gathers its input again for the weight gradient (2), a row-parallel
+  one's all-gathers (1), the hidden-dim gather's is a local split (0)."""
+  if plan.tp == 1:
+    return []
+  t, s = plan.mbs * plan.seq, ops.BYTES[plan.dtype]
+  hid = t * m.hidden_size * s
+  fused = kernels == "fused"
+  gather_back = 2 if fused else 1
+  out = []
+  if kind in ("dense", "moe", "mtp"):
+    out += [("ag", t * ops.attention_gather_width(m, kernels) * s, gather_back), ("rs", hid, 1)]
+    if kind == "dense" or not plan.tp_extend_ep:
+      out += [("ag", hid, gather_back), ("rs", hid, 1)]
+  if not fused:
+    return out
+  if kind == "mtp":
+    out += [("ag", 2 * hid, 2), ("ag", hid, 0)]
+  if kind in ("mtp", "head"):
+    out += [("ag", hid, 2)]
+  if kind == "embed":
+    out += [("rs", hid, 1)]
+  return out
 
 
 def layer_cost(m, plan, hw, kind) -> dict:
@@ -56,18 +87,12 @@ def layer_cost(m, plan, hw, kind) -> dict:
   share = plan.devices if hw.host_shared_compute else 1  # simulated devices share the host's cores
   fwd, bwd, fine = fwd * share, bwd * share, fine * share
   t = plan.mbs * plan.seq
-  tok_bytes = t * m.hidden_size * s
-  tp_fwd = 0.0
-  if plan.tp > 1 and kind in ("dense", "moe", "mtp"):
-    # sequence parallelism: attention all-gathers its input (or just the MLA latents) and reduce-scatters its
-    # output; the dense FFN (and the MoE block without TP-extend-EP) does the same with the hidden state
-    across = plan.tp > hw.devices_per_node
-    attn_in = t * ops.attention_gather_width(m, kernels) * s
-    tp_fwd = (comm.all_gather(hw, plan.tp, attn_in, across_nodes=across)
-              + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=across))
-    if kind == "dense" or not plan.tp_extend_ep:
-      tp_fwd += (comm.all_gather(hw, plan.tp, tok_bytes, across_nodes=across)
-                 + comm.reduce_scatter(hw, plan.tp, tok_bytes, across_nodes=across))
+  across = plan.tp > hw.devices_per_node
+  tp_fwd = tp_bwd = 0.0
+  for op, nbytes, bwd_count in tp_collectives(m, plan, kind, kernels):
+    one = (comm.all_gather if op == "ag" else comm.reduce_scatter)(hw, plan.tp, nbytes, across_nodes=across)
+    tp_fwd += one
+    tp_bwd += one * bwd_count
   ep_fwd = 0.0
   if kind in ("moe", "mtp") and plan.ep_eff > 1:
     t_loc = t // plan.tp if (plan.tp_extend_ep or plan.tp == 1) else t // plan.tp
@@ -84,7 +109,7 @@ def layer_cost(m, plan, hw, kind) -> dict:
     from pangu_jax.sim.memory import offloaded_bytes  # noqa: PLC0415
     swap = max(0.0, 2 * offloaded_bytes(m, plan, "moe") / hw.offload_bw - (fwd + bwd))
   compute = fwd + bwd + recompute
-  tp_total = 2 * tp_fwd + (tp_fwd if plan.remat == "full" else 0.0)
+  tp_total = tp_fwd + tp_bwd + (tp_fwd if plan.remat == "full" else 0.0)
   ep_total = 2 * ep_fwd + (ep_fwd if plan.remat == "full" else 0.0)
   if plan.overlap:
     hidden = min(ep_total, compute) * hw.overlap_eff

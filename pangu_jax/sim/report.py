@@ -14,7 +14,14 @@ import sys
 from absl import app, flags
 
 from pangu_jax.sim.hardware import load_hardware
-from pangu_jax.sim.placement import chunks_from_counts, even_counts, layer_kinds, pad_placements, stages_of
+from pangu_jax.sim.placement import (
+  chunks_from_counts,
+  default_counts,
+  layer_kinds,
+  pad_placements,
+  slots_per_chunk,
+  stages_of,
+)
 from pangu_jax.sim.plan import make_plan, parse_plan_string
 from pangu_jax.sim.plots import plot_sweeps, plot_timeline
 from pangu_jax.sim.predict import KINDS, chunk_time_tables, layer_cost, pipeline_step_time, pp_comm_time, predict
@@ -32,9 +39,11 @@ ASSUMPTIONS = [
     "global batch (gbs) = the preset's train.batch_size, 1536 sequences of 4096 tokens (the paper does not state "
     "its global batch); m = gbs / (dp * mbs) = 16 micro-batches per pipeline",
     "dp = devices / (tp * pp) = 48; EP groups inside the dp x tp devices of a stage; TP-extend-EP on (the preset)",
-    "61 layers + 1 MTP layer in 32 chunks of 2 slots (the paper pads to 64 with no-op layers; ours at the end, "
-    "which the placement check finds fastest); embedding on the first chunk, output head on the last; the "
-    "pipeline time is Megatron's interleaved schedule simulated with each chunk's own forward/backward time",
+    "61 layers + 1 MTP layer in 32 chunks of 2 slots (the paper pads to 64 with no-op layers, placement "
+    "unpublished; ours: the decoder layers, then the padding, then the MTP block, which so sits in the last chunk "
+    "with the output head as in Megatron-Core; placement_check times every alternative); embedding on the first "
+    "chunk; the pipeline time is Megatron's interleaved schedule simulated with each chunk's own forward/backward "
+    "time",
     "balanced routing (every device gets T*k/ep_eff assignments); dynamic expert placement is not modelled",
     "sequence parallelism with TP in Megatron-Core's MLA layout: norms, residuals and the MLA down-projections on "
     "each device's sequence shard; per attention forward one all-gather of the q/kv latents + RoPE key and one "
@@ -45,6 +54,9 @@ ASSUMPTIONS = [
     "fused kernels: flash attention at attn_eff = 0.5 of peak, GEMMs at 0.75 x f(M) f(K) f(N) of peak "
     "(f(x) = x/(x+96)), bandwidth-bound ops at 0.8 of HBM bandwidth (all assumptions in configs/hardware)",
     "distributed optimiser: fp32 master/m/v sharded over data-parallel replicas; bf16 weights, fp32 gradients",
+    "MTP block as Megatron-Core runs it: its 2d -> d projection column-parallel over tp, its norms on the sequence "
+    "shard; the output head all-gathers its input; the vocab-parallel embedding reduce-scatters; each "
+    "sequence-parallel input is all-gathered again in backward for the weight gradient",
     "DP gradient reduce-scatter and parameter all-gather in bf16, overlapped with the backward (overlap_eff)",
     "fine remat recomputes norms, SwiGLU and permutations (their outputs are not stored); full remat recomputes "
     "each layer's forward including its TP and EP communication; offload swaps the experts' w_in outputs to host",
@@ -68,27 +80,39 @@ def _row(r):
   return out
 
 
-def placement_check(cfg, hw, plan) -> dict:
-  """The simulated pipeline time of every placement of the plan's padding slots (layers in order), against
-  ours (padding at the end) and against the one with the smallest slowest stage."""
+def placement_check(cfg, hw, plan, base) -> dict:
+  """Every placement of the plan's padding slots (layers in order) timed by the schedule: tokens/s and MFU with
+  the rest of `base`'s step unchanged, ours among them, quantiles, and how many would meet the paper band."""
   m = cfg.model
   costs = {k: layer_cost(m, plan, hw, k) for k in KINDS}
   pp_comm = pp_comm_time(m, plan, hw)
   kinds = layer_kinds(m)
-  ours = even_counts(len(kinds), plan.pp * plan.vpp)
+  chunks = plan.pp * plan.vpp
+  ours = default_counts(len(kinds), chunks, m.mtp_depth)
+  slots = slots_per_chunk(len(kinds), chunks)
+  rest = base["step_time_s"] - base["pipeline_time_s"]
+  peak = plan.devices * hw.matmul_peak[plan.dtype]
   rows = []
-  for counts in pad_placements(len(kinds), plan.pp * plan.vpp):
+  for counts in pad_placements(len(kinds), chunks):
     ck = chunks_from_counts(kinds, counts)
     slowest = max(sum(costs[k]["total"] for k in st) for st in stages_of(ck, plan.pp)) + pp_comm
     tf, tb = chunk_time_tables(plan, ck, costs, pp_comm)
-    rows.append({"padded_chunks": [c for c, n in enumerate(counts) for _ in range(max(counts) - n)],
-                 "pipeline_s": pipeline_step_time(plan, plan.microbatches, tf, tb, slowest),
-                 "slowest_stage_s": slowest, "ours": counts == ours})
+    pipe = pipeline_step_time(plan, plan.microbatches, tf, tb, slowest)
+    tps = plan.gbs * plan.seq / (pipe + rest)
+    mfu = tps * base["model_flops_per_token"] / peak
+    rows.append({"padded_chunks": [c for c, n in enumerate(counts) for _ in range(slots - n)],
+                 "pipeline_s": pipe, "slowest_stage_s": slowest, "tokens_per_s": tps, "mfu": mfu,
+                 "in_paper_band": abs(tps / PAPER_TOKENS_PER_S - 1) <= 0.2 and 0.22 <= mfu <= 0.35,
+                 "ours": counts == ours})
   rows.sort(key=lambda r: r["pipeline_s"])
   flat = min(rows, key=lambda r: (r["slowest_stage_s"], r["pipeline_s"]))
+  tps = sorted(r["tokens_per_s"] for r in rows)
   return {"placements": len(rows), "ours_rank": next(i + 1 for i, r in enumerate(rows) if r["ours"]),
           "ours": next(r for r in rows if r["ours"]), "best": rows[0], "worst": rows[-1],
-          "smallest_slowest_stage": flat}
+          "smallest_slowest_stage": flat,
+          "tokens_per_s_quantiles": {q: tps[round(float(q) * (len(tps) - 1))] for q in ("0", "0.25", "0.5", "0.75",
+                                                                                       "1")},
+          "share_in_paper_band": sum(r["in_paper_band"] for r in rows) / len(rows)}
 
 
 def paper_report(cfg, hw) -> dict:
@@ -122,7 +146,7 @@ def paper_report(cfg, hw) -> dict:
                                                                    base["stage_time_per_microbatch_s"] / 2),
                    "stage_times_per_microbatch_s": base["stage_times_per_microbatch_s"],
                    "layers_per_chunk": base["layers_per_chunk"]},
-      "placement_check": placement_check(cfg, hw, plan),
+      "placement_check": placement_check(cfg, hw, plan, base),
   }
 
 
