@@ -124,24 +124,33 @@ def test_per_chunk_times_respect_bounds_and_monotonicity(seed):
 
 
 def test_sequence_parallel_layers_compute_nothing_twice():
-  """Fused kernels (sequence parallelism, Megatron-Core's MLA): the tp devices of an attention + dense FFN layer
-  together do exactly one device's work, op by op, except the shared RoPE key, which every device rotates for
-  all tokens. The xla_cpu set (our trainer's layout) repeats the norms and down-projections on every device."""
+  """Fused kernels (sequence parallelism, Megatron-Core's MLA, TP-extend-EP): the tp devices of a layer together
+  do exactly one device's work, op by op (FLOPs; bytes of the non-GEMM ops but the MTP block's embedding lookup), for
+  attention, the dense FFN, the MoE block and the MTP block's extra ops, except the shared RoPE key, which every
+  device rotates for all tokens. The xla_cpu set (our trainer's layout) repeats the norms and down-projections
+  on every device."""
+  from pangu_jax.sim.plan import Plan  # noqa: PLC0415
+
   m = _paper_cfg().model
   b, sq, tp = 2, 4096, 8
 
   def per_op(t, kernels):
-    return {o.name: o.flops for o in ops.attention_ops(m, b, sq, t, 2, kernels) + ops.dense_ffn_ops(m, b, sq, t, 2,
-                                                                                                      kernels)}
+    plan = Plan(tp=t, ep=4, dp=8, mbs=b, seq=sq, tp_extend_ep=True)
+    layer = (ops.attention_ops(m, b, sq, t, 2, kernels) + ops.dense_ffn_ops(m, b, sq, t, 2, kernels)
+             + ops.moe_ops(m, b, sq, plan, 2, kernels) + ops.mtp_extra_ops(m, b, sq, t, 2, kernels))
+    return {o.name: (o.flops, o.bytes, o.cls) for o in layer}
   one, split = per_op(1, "fused"), per_op(tp, "fused")
   assert set(one) == set(split)
   for name in one:
-    if name != "rope":
-      assert tp * split[name] == pytest.approx(one[name]), name
+    if name == "rope":
+      continue
+    assert tp * split[name][0] == pytest.approx(one[name][0]), name
+    if name != "mtp_embed" and one[name][2] != "gemm":  # a GEMM's bytes include its (replicated) weights
+      assert tp * split[name][1] == pytest.approx(one[name][1]), name
   # the RoPE key: tp - 1 extra copies of b * sq tokens x qk_rope_head_dim elements, 4 FLOPs each
-  assert tp * split["rope"] - one["rope"] == pytest.approx(4 * b * sq * (tp - 1) * m.qk_rope_head_dim)
+  assert tp * split["rope"][0] - one["rope"][0] == pytest.approx(4 * b * sq * (tp - 1) * m.qk_rope_head_dim)
   cpu_one, cpu_split = per_op(1, "xla_cpu"), per_op(tp, "xla_cpu")
-  assert tp * cpu_split["q_a"] == pytest.approx(tp * cpu_one["q_a"])  # every device projects all tokens
+  assert cpu_split["q_a"] == cpu_one["q_a"]  # every device projects all tokens
 
 
 def test_every_padding_placement_is_listed_once():
@@ -150,9 +159,10 @@ def test_every_padding_placement_is_listed_once():
   all_ = [tuple(c) for c in placement.pad_placements(62, 32)]
   assert len(all_) == len(set(all_)) == 33 * 32 // 2  # 2 no-op slots in 32 chunks: C(32 + 1, 2)
   assert all(sum(c) == 62 and max(c) <= 2 for c in all_)
-  # ours: 61 decoder layers in order, the two no-op slots, then the MTP block in the last chunk with the head
-  assert tuple(placement.default_counts(62, 32, 1)) == (2,) * 30 + (1, 1)
-  assert tuple(placement.default_counts(62, 32, 0)) == (2,) * 31 + (0,)
+  # ours: as even as possible, the extra layers first: the paper's two no-op slots land in chunks 30 and 31
+  assert tuple(placement.default_counts(62, 32)) == (2,) * 30 + (1, 1)
+  assert tuple(placement.default_counts(67, 32)) == (3,) * 3 + (2,) * 29  # 66 layers + MTP: no empty chunk
+  assert placement.default_counts(62, 1) == [62]
 
 
 def test_paper_pipeline_tables_follow_the_placement_and_bounds():

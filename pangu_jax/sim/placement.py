@@ -1,11 +1,13 @@
 """Which layers each pipeline chunk holds, and every alternative placement of the padding.
 
 The paper pads 61 layers + the MTP block to 64 slots with no-op layers so that pp x vpp = 32 chunks hold 2 slots
-each; where its no-op slots go is not published. Our placement (`place`): the decoder layers fill the slots in
-order, then the padding, then the MTP block in the last slot(s), so that the MTP block sits in the last chunk with
-the output head, where Megatron-Core puts it (on the last pipeline stage's last virtual chunk); the embedding is
-on chunk 0. `pad_placements` lists every other way to distribute the padding (layers still in order) so that the
-report can time them all: the pipeline time depends strongly on it (docs/simulator.md, "Where the padding goes").
+each; where its no-op slots go is not published. Our placement (`place`): layers in order (the decoder layers,
+then the MTP block, which so sits in the last chunk with the output head, where Megatron-Core puts it), spread
+as evenly as possible with the extra ones in the first chunks, so the padding lands in the last chunks: in the
+paper's setting one no-op slot in each of chunks 30 and 31. No chunk is left empty while another holds two more
+layers. The embedding is on chunk 0. `pad_placements` lists every other way to distribute the padding (layers
+still in order) so that the report can time them all: the pipeline time depends strongly on whether the last
+chunk carries a no-op slot (docs/simulator.md, "Where the padding goes").
 """
 
 from __future__ import annotations
@@ -22,13 +24,10 @@ def slots_per_chunk(n_layers: int, chunks: int) -> int:
   return max(-(-n_layers // chunks), 1)
 
 
-def default_counts(n_layers: int, chunks: int, n_last: int = 0) -> list:
-  """Layers per chunk of our placement: the first n_layers - n_last fill the slots in order, then the padding,
-  then the last n_last (the MTP blocks) in the final slots."""
-  slots = slots_per_chunk(n_layers, chunks)
-  pads = chunks * slots - n_layers
-  filled = ["layer"] * (n_layers - n_last) + [None] * pads + ["layer"] * n_last
-  return [sum(x is not None for x in filled[i * slots:(i + 1) * slots]) for i in range(chunks)]
+def default_counts(n_layers: int, chunks: int) -> list:
+  """Layers per chunk of our placement: as even as possible, the first n_layers % chunks chunks one more."""
+  base, extra = divmod(n_layers, chunks)
+  return [base + (1 if i < extra else 0) for i in range(chunks)]
 
 
 def pad_placements(n_layers: int, chunks: int):
@@ -59,7 +58,7 @@ def chunks_from_counts(kinds: list, counts: list) -> list:
 def place(m, plan) -> list:
   """Per-chunk kind lists of our placement (pp x vpp chunks, chunk c on stage c % pp)."""
   kinds = layer_kinds(m)
-  return chunks_from_counts(kinds, default_counts(len(kinds), plan.pp * plan.vpp, m.mtp_depth))
+  return chunks_from_counts(kinds, default_counts(len(kinds), plan.pp * plan.vpp))
 
 
 def stages_of(chunk_kinds: list, pp: int) -> list:

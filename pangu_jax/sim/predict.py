@@ -46,10 +46,12 @@ def tp_collectives(m, plan, kind, kernels) -> list:
   of the same size its backward runs)]. Sequence parallelism throughout. xla_cpu (our trainer, what --validate
   measured): an all-gather + reduce-scatter of the hidden state around attention and around the dense FFN (and
   the MoE block without TP-extend-EP), mirrored in backward. fused (Megatron-Core): attention gathers only the
-  MLA latents; the MTP projection gathers its 2d input and then its output along the hidden dim; the output
-  head gathers its input; the vocab-parallel embedding reduce-scatters; a column-parallel linear's backward
-  reduce-scatters its input gradient and gathers its input again for the weight gradient (2), a row-parallel
-  one's all-gathers (1), the hidden-dim gather's is a local split (0)."""
+  MLA latents (q, kv inside the up-projections' column-parallel linears; the RoPE key explicitly); the MTP block
+  reduce-scatters its own embedding, gathers its projection's 2d input, then the output along the hidden dim
+  and splits it back over the sequence; the output head gathers its input; the vocab-parallel embedding
+  reduce-scatters. Backward: a column-parallel linear reduce-scatters its input gradient and gathers its input
+  again for the weight gradient (2); an explicit gather or a reduce-scatter is mirrored once (1); the MTP
+  output's hidden-dim gather + sequence split mirror as one sequence all-gather (1)."""
   if plan.tp == 1:
     return []
   t, s = plan.mbs * plan.seq, ops.BYTES[plan.dtype]
@@ -58,13 +60,18 @@ def tp_collectives(m, plan, kind, kernels) -> list:
   gather_back = 2 if fused else 1
   out = []
   if kind in ("dense", "moe", "mtp"):
-    out += [("ag", t * ops.attention_gather_width(m, kernels) * s, gather_back), ("rs", hid, 1)]
+    width = ops.attention_gather_width(m, kernels)
+    if fused:  # the RoPE key is gathered on its own, not inside a column-parallel linear
+      out += [("ag", t * (width - m.qk_rope_head_dim) * s, 2), ("ag", t * m.qk_rope_head_dim * s, 1)]
+    else:
+      out += [("ag", t * width * s, 1)]
+    out += [("rs", hid, 1)]
     if kind == "dense" or not plan.tp_extend_ep:
       out += [("ag", hid, gather_back), ("rs", hid, 1)]
   if not fused:
     return out
   if kind == "mtp":
-    out += [("ag", 2 * hid, 2), ("ag", hid, 0)]
+    out += [("rs", hid, 1), ("ag", 2 * hid, 2), ("ag", hid, 1)]
   if kind in ("mtp", "head"):
     out += [("ag", hid, 2)]
   if kind == "embed":
@@ -109,7 +116,8 @@ def layer_cost(m, plan, hw, kind) -> dict:
     from pangu_jax.sim.memory import offloaded_bytes  # noqa: PLC0415
     swap = max(0.0, 2 * offloaded_bytes(m, plan, "moe") / hw.offload_bw - (fwd + bwd))
   compute = fwd + bwd + recompute
-  tp_total = tp_fwd + tp_bwd + (tp_fwd if plan.remat == "full" else 0.0)
+  recomputed = plan.remat == "full" and kind in ("dense", "moe", "mtp")  # full remat re-runs layers, not head
+  tp_total = tp_fwd + tp_bwd + (tp_fwd if recomputed else 0.0)
   ep_total = 2 * ep_fwd + (ep_fwd if plan.remat == "full" else 0.0)
   if plan.overlap:
     hidden = min(ep_total, compute) * hw.overlap_eff

@@ -40,10 +40,11 @@ ASSUMPTIONS = [
     "its global batch); m = gbs / (dp * mbs) = 16 micro-batches per pipeline",
     "dp = devices / (tp * pp) = 48; EP groups inside the dp x tp devices of a stage; TP-extend-EP on (the preset)",
     "61 layers + 1 MTP layer in 32 chunks of 2 slots (the paper pads to 64 with no-op layers, placement "
-    "unpublished; ours: the decoder layers, then the padding, then the MTP block, which so sits in the last chunk "
-    "with the output head as in Megatron-Core; placement_check times every alternative); embedding on the first "
-    "chunk; the pipeline time is Megatron's interleaved schedule simulated with each chunk's own forward/backward "
-    "time",
+    "unpublished; ours: layers in order spread as evenly as possible, the extra ones first, so the two no-op slots "
+    "are in chunks 30 and 31 and the MTP block sits in the last chunk with the output head as in Megatron-Core; "
+    "the result depends on the last chunk's no-op slot: placement_check times every alternative); embedding on the "
+    "first chunk; the pipeline time is Megatron's interleaved schedule simulated with each chunk's own "
+    "forward/backward time",
     "balanced routing (every device gets T*k/ep_eff assignments); dynamic expert placement is not modelled",
     "sequence parallelism with TP in Megatron-Core's MLA layout: norms, residuals and the MLA down-projections on "
     "each device's sequence shard; per attention forward one all-gather of the q/kv latents + RoPE key and one "
@@ -88,7 +89,7 @@ def placement_check(cfg, hw, plan, base) -> dict:
   pp_comm = pp_comm_time(m, plan, hw)
   kinds = layer_kinds(m)
   chunks = plan.pp * plan.vpp
-  ours = default_counts(len(kinds), chunks, m.mtp_depth)
+  ours = default_counts(len(kinds), chunks)
   slots = slots_per_chunk(len(kinds), chunks)
   rest = base["step_time_s"] - base["pipeline_time_s"]
   peak = plan.devices * hw.matmul_peak[plan.dtype]
