@@ -427,3 +427,19 @@ print(json.dumps(out["configs"]))
 def test_steady_step_time_min_is_the_fastest_steady_interval():
   lines = [{"tokens_per_s": 1000.0}, {"tokens_per_s": 100.0}, {"tokens_per_s": 50.0}]
   assert steady_step_time(lines, 100, "min") == pytest.approx(1.0)
+
+
+def test_paper_report_meets_the_issue_band_and_its_placement_check_agrees():
+  """The issue's band for the paper setting (+-20% of 1.46M tokens/s, MFU 0.22-0.35 under the reference's
+  accounting), and two paths to the same number: the placement check re-times our placement through its own
+  loop and must give predict's tokens/s."""
+  from pangu_jax.sim.report import paper_report  # noqa: PLC0415
+
+  rep = paper_report(_paper_cfg(), load_hardware("ascend_a2"))
+  pred = rep["prediction"]
+  assert 0.8 <= rep["tokens_per_s_ratio_to_paper"] <= 1.2
+  assert 0.22 <= pred["mfu"] <= 0.35
+  check = rep["placement_check"]
+  assert check["placements"] == 33 * 32 // 2
+  assert check["ours"]["tokens_per_s"] == pytest.approx(pred["tokens_per_s"], rel=1e-9)
+  assert check["best"]["tokens_per_s"] >= pred["tokens_per_s"] >= check["worst"]["tokens_per_s"]
