@@ -165,5 +165,5 @@ def test_brax_ppo_trainer_runs_on_the_env():
   env = PegInHoleEnv(_cfg("square"))
   _, params, metrics = brax_ppo.train(
       environment=env, num_timesteps=2048, episode_length=40, num_envs=16, batch_size=16, num_minibatches=2,
-      unroll_length=8, num_updates_per_batch=1, num_evals=2, seed=0)
+      unroll_length=8, num_updates_per_batch=1, num_evals=2, num_eval_envs=4, seed=0)
   assert np.isfinite(metrics["eval/episode_reward"])
