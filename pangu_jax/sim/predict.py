@@ -159,7 +159,7 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   per_mb = st["total"] + pp_comm
   mbatches = plan.microbatches
   tf, tb = chunk_time_tables(plan, chunk_kinds, costs, pp_comm)
-  pipe = pipeline_step_time(plan, mbatches, tf, tb, per_mb)
+  pipe = pipeline_step_time(plan, mbatches, tf, tb)
   bubble = pipe - mbatches * per_mb
   # data-parallel gradient reduce-scatter + parameter all-gather (distributed optimiser)
   ps = param_split(m)
@@ -223,13 +223,19 @@ def chunk_time_tables(plan, chunk_kinds, costs, pp_comm) -> tuple:
   return tf, tb
 
 
-def pipeline_step_time(plan, mbatches, tf, tb, per_mb) -> float:
+def slowest_stage_time(tf, tb) -> float:
+  """One micro-batch's time on the busiest stage (all its chunks, forward and backward)."""
+  return max(sum(f) + sum(b) for f, b in zip(tf, tb))
+
+
+def pipeline_step_time(plan, mbatches, tf, tb) -> float:
   """Pipeline time of one step. The event simulation with each chunk's own times, so the warm-up and cool-down
   run at each stage's own pace while the slowest stage still does all m micro-batches (with equal stages it
   equals the closed form, tests). One stage, or interleaving with m not a multiple of pp (outside Megatron's
-  rule): the closed form on the slowest stage (`per_mb`, its whole micro-batch time)."""
+  rule): the closed form on the slowest stage."""
   p, v = plan.pp, plan.vpp
   if p == 1 or (v > 1 and mbatches % p):
+    per_mb = slowest_stage_time(tf, tb)
     return pipeline_time(p, mbatches, v, per_mb * 0.5, per_mb * 0.5)
   return simulate(p, mbatches, v, tf, tb)["time"]
 

@@ -20,11 +20,18 @@ from pangu_jax.sim.placement import (
   layer_kinds,
   pad_placements,
   slots_per_chunk,
-  stages_of,
 )
 from pangu_jax.sim.plan import make_plan, parse_plan_string
 from pangu_jax.sim.plots import plot_sweeps, plot_timeline
-from pangu_jax.sim.predict import KINDS, chunk_time_tables, layer_cost, pipeline_step_time, pp_comm_time, predict
+from pangu_jax.sim.predict import (
+  KINDS,
+  chunk_time_tables,
+  layer_cost,
+  pipeline_step_time,
+  pp_comm_time,
+  predict,
+  slowest_stage_time,
+)
 from pangu_jax.sim.schedule import pipeline_time
 from pangu_jax.sim.search import search_architectures, search_plans
 
@@ -95,10 +102,9 @@ def placement_check(cfg, hw, plan, base) -> dict:
   peak = plan.devices * hw.matmul_peak[plan.dtype]
   rows = []
   for counts in pad_placements(len(kinds), chunks):
-    ck = chunks_from_counts(kinds, counts)
-    slowest = max(sum(costs[k]["total"] for k in st) for st in stages_of(ck, plan.pp)) + pp_comm
-    tf, tb = chunk_time_tables(plan, ck, costs, pp_comm)
-    pipe = pipeline_step_time(plan, plan.microbatches, tf, tb, slowest)
+    tf, tb = chunk_time_tables(plan, chunks_from_counts(kinds, counts), costs, pp_comm)
+    slowest = slowest_stage_time(tf, tb)
+    pipe = pipeline_step_time(plan, plan.microbatches, tf, tb)
     tps = plan.gbs * plan.seq / (pipe + rest)
     mfu = tps * base["model_flops_per_token"] / peak
     rows.append({"padded_chunks": [c for c, n in enumerate(counts) for _ in range(slots - n)],
