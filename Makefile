@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## The main job on embedded defaults.
 demo: $(STAMP)
-	$(BIN)/python -m pangu_jax.demo
+	$(BIN)/python -m experiments.demo
 
 ## The whole suite (what CI runs).
 test: $(STAMP)

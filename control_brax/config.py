@@ -9,13 +9,13 @@ Units: metres, radians, newtons, seconds; per-axis tuples are ordered
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import ml_collections
 
 from confspec import ConfigError, Field, validate
 from control_brax.geometry import validate_peg
+from runkit.configfile import load_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEG_DIR = os.path.join(REPO, "configs", "assembly", "pegs")
@@ -177,7 +177,4 @@ def load_peg(name_or_path: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     known = sorted(f[:-3] for f in os.listdir(PEG_DIR) if f.endswith(".py") and not f.startswith("_"))
     raise ConfigError(f"env.peg: {name_or_path!r} not found; known pegs: {', '.join(known)} (or a .py path)")
-  spec = importlib.util.spec_from_file_location(f"peg_{os.path.basename(path)[:-3]}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return validate_peg(module.get_config())
+  return validate_peg(load_config_file(path, what="env.peg"))

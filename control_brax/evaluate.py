@@ -19,24 +19,25 @@ import numpy as np
 
 from control_brax.rl import rollout
 from control_brax.rl.config import validate_rl
-from control_brax.train import get_runner, pack, unpack
-from pangu_jax.train.checkpoint import Checkpointer
+from control_brax.train import get_runner
+from runkit.checkpoint import Checkpointer
 
 
 def load_agent(cfg, workdir: str):
   """(runner, train state) of the newest intact checkpoint in `workdir`."""
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False,
+                      flat=True)
   steps = ckpt.steps()
   if not steps:
     raise FileNotFoundError(f"--workdir: no checkpoint under {workdir}/checkpoints (train first)")
   stage = int(ckpt.read_meta(steps[-1]).get("stage", 0))
   runner = get_runner(cfg, stage)
   abstract = runner.abstract()
-  got = ckpt.restore_latest(pack(abstract))
+  got = ckpt.restore_latest(abstract)
   ckpt.close()
   if got is None:
     raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
-  return runner, unpack(got[1], abstract)
+  return runner, got[1]
 
 
 def evaluate(cfg, workdir: str, episodes: int = 256, seed_index: int = 0, key: int = 0) -> dict:

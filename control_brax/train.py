@@ -21,16 +21,17 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from control_brax.envs import PegInHoleEnv
 from control_brax.pead import extend_ddpg, extend_ppo, group_index
+from control_brax.plots import learning_curve
 from control_brax.rl import ddpg, ppo, rollout
 from control_brax.rl.config import pead_stages, validate_rl
-from pangu_jax.train.checkpoint import Checkpointer
-from pangu_jax.train.metrics import MetricsWriter, read_metrics
+from runkit.atomic import atomic_write_json
+from runkit.checkpoint import Checkpointer
+from runkit.metrics import MetricsWriter
 
 
 def stage_env(cfg, stage: int):
@@ -64,24 +65,6 @@ class Runner:
     return jax.eval_shape(self.init, self.keys)
 
 
-def pack(state):
-  """The state's non-empty leaves as a list (orbax refuses zero-size arrays, which MJX data has)."""
-  return [x for x in jax.tree.leaves(state) if x.size]
-
-
-def unpack(leaves, abstract):
-  """Inverse of `pack` given the state's abstract structure.
-
-  The leaves come back uncommitted to a device, like a fresh state's: jit keys its compiled programs on the
-  arguments' committedness, so restored (committed) leaves would make a resumed run compile the whole MJX
-  rollout again (about a minute here) although nothing about the program changed.
-  """
-  it = iter(leaves)
-  flat, treedef = jax.tree.flatten(abstract)
-  return jax.tree.unflatten(treedef, [jnp.zeros(a.shape, a.dtype) if not a.size else jnp.asarray(np.asarray(next(it)))
-                                      for a in flat])
-
-
 _RUNNERS: dict = {}
 
 
@@ -108,46 +91,11 @@ def _extend(cfg, ts, old_stage: int, new_stage: int, env):
   return ts.replace(params=params, opt_state=opt)
 
 
-def _plot(workdir: str) -> str | None:
-  try:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-  except ImportError:
-    return None
-  evals = [r for r in read_metrics(workdir) if "eval_success_rate" in r]
-  if not evals:
-    return None
-  x = np.array([r["env_steps"] for r in evals])
-  fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-  per_seed = np.array([r.get("eval_success_rate_per_seed", [r["eval_success_rate"]]) for r in evals])
-  for s in range(per_seed.shape[1]):
-    a1.plot(x, per_seed[:, s], lw=0.8, alpha=0.6)
-  a1.plot(x, per_seed.mean(1), color="k", lw=2, label="mean over seeds")
-  a1.set_xlabel("env steps per seed")
-  a1.set_ylabel("eval success rate")
-  a1.set_ylim(-0.02, 1.02)
-  a1.legend(fontsize=8)
-  a2.plot(x, [r["eval_return"] for r in evals], color="tab:green")
-  a2.set_xlabel("env steps per seed")
-  a2.set_ylabel("eval return")
-  for r0, r1 in zip(evals[:-1], evals[1:]):
-    if r1.get("stage", 0) != r0.get("stage", 0):
-      for a in (a1, a2):
-        a.axvline(r1["env_steps"], ls="--", color="gray", lw=0.8)
-  fig.tight_layout()
-  path = os.path.join(workdir, "learning_curve.png")
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
-
-
 def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) -> dict:
   """Trains (or resumes) under `workdir`; returns the summary printed as JSON by the binary.
 
   `init_hook(runner, ts) -> ts`, when given, edits a fresh (not resumed) train state before training, e.g. to
-  start from a teacher's or a distilled student's parameters (control_brax.transfer).
+  start from a teacher's or a distilled student's parameters (experiments.transfer).
   """
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
@@ -158,11 +106,11 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
       saved = json.load(f)
     if saved != json.loads(json.dumps(cfg.to_dict())):
       log(f"note: {cfg_path} differs from this config; the new config is used and saved")
-  with open(cfg_path, "w") as f:
-    json.dump(cfg.to_dict(), f, indent=1)
+  atomic_write_json(cfg_path, cfg.to_dict(), indent=1)
 
   tc = cfg.train
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log,
+                      flat=True)
   stages = pead_stages(cfg)
   switch_at = [int(x) for x in cfg.pead.switch_steps.split(",") if x.strip()] if cfg.pead.enabled else []
 
@@ -176,10 +124,9 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
       continue
   runner = get_runner(cfg, stage)
   abstract = runner.abstract()
-  got = ckpt.restore_latest(pack(abstract)) if ckpt.steps() else None
+  got = ckpt.restore_latest(abstract) if ckpt.steps() else None
   if got is not None:
-    it, leaves, meta = got
-    ts = unpack(leaves, abstract)
+    it, ts, meta = got
     log(f"resumed from iteration {it} (stage {stage}, {int(np.asarray(ts.env_steps)[0])} env steps per seed)")
   else:
     it = 0
@@ -214,7 +161,7 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
     saved_at[0] = it
     state_meta = {"stage": stage, "wall_s": wall, "best_return": best_return, "stale_evals": stale,
                   "next_eval": next_eval, "next_ckpt": next_ckpt}
-    ckpt.save(it, pack(ts), state_meta)
+    ckpt.save(it, ts, state_meta)
 
   while True:
     env_steps = int(np.asarray(ts.env_steps)[0])
@@ -283,7 +230,7 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   save()
   ckpt.close()
   writer.close()
-  plot = _plot(workdir)
+  plot = learning_curve(workdir)
   summary = {"status": status, "iterations": it, "env_steps": int(np.asarray(ts.env_steps)[0]), "stage": stage,
              "wall_s": wall, "learning_curve": plot}
   if last_eval is not None:

@@ -34,7 +34,6 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
-from confspec import ConfigError
 
 TOLERANCES = {
     "float32": {"rel_l2": 1e-5, "token_kl": 2e-4, "router_agreement": 1.0},
@@ -222,19 +221,10 @@ def main(argv):
     sys.path.insert(0, MOCK_TORCH_NPU_PATH)
   import jax  # noqa: PLC0415
 
-  from pangu_jax.config import validate_config  # noqa: PLC0415
-  from pangu_jax.model import transformer  # noqa: PLC0415
+  from pangu_jax.workdir import load_model  # noqa: PLC0415
 
   tokens = None
-  if _WORKDIR.value:
-    from pangu_jax.train.checkpoint import load_params_for_inference  # noqa: PLC0415
-
-    cfg, params = load_params_for_inference(_WORKDIR.value)
-  elif _CONFIG.value is not None:
-    cfg = validate_config(_CONFIG.value)
-    params = transformer.init_params(jax.random.key(_SEED.value), cfg.model)
-  else:
-    raise ConfigError("--config or --workdir: one of them is required")
+  cfg, params = load_model(_CONFIG.value, _WORKDIR.value, seed=_SEED.value)
   tokens = np.asarray(jax.random.randint(jax.random.key(_SEED.value + 1), (_BATCH.value, _SEQ.value), 0,
                                          cfg.model.vocab_size), np.int32)
   if not _WORKDIR.value:

@@ -119,11 +119,10 @@ def _index_tree(tree, j):
 def save_safetensors(arrays: dict[str, np.ndarray], path: str) -> None:
   from safetensors.torch import save_file  # noqa: PLC0415
 
-  tmp = path + ".tmp"
-  save_file({k: to_torch(v).contiguous() for k, v in arrays.items()}, tmp)
-  import os  # noqa: PLC0415
+  from runkit.atomic import atomic_path  # noqa: PLC0415
 
-  os.replace(tmp, path)
+  with atomic_path(path) as tmp:
+    save_file({k: to_torch(v).contiguous() for k, v in arrays.items()}, tmp)
 
 
 def load_safetensors(path: str) -> dict:

@@ -18,8 +18,8 @@ from ml_collections import config_flags
 
 import confspec
 from confspec import ConfigError
-from pangu_jax.config import validate_config
-from pangu_jax.model import decode, transformer
+from pangu_jax import workdir as workdir_lib
+from pangu_jax.model import decode
 from pangu_jax.tokenizer import ByteTokenizer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights).")
@@ -36,15 +36,7 @@ _WARMUP = flags.DEFINE_bool("warmup", True, "Generate once before timing, so tok
 
 def load_model(config, workdir):
   """(cfg, params, tokenizer) from a workdir's latest checkpoint, or fresh weights from a config."""
-  if workdir:
-    from pangu_jax.train import checkpoint  # noqa: PLC0415 (the trainer is optional for fresh weights)
-
-    cfg, params = checkpoint.load_params_for_inference(workdir)
-  elif config is not None:
-    cfg = validate_config(config)
-    params = transformer.init_params(jax.random.key(cfg.train.seed), cfg.model)
-  else:
-    raise ConfigError("--config or --workdir: one of them is required")
+  cfg, params = workdir_lib.load_model(config, workdir)
   return cfg, params, ByteTokenizer()
 
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from pangu_jax.config import validate_config
+from runkit.configfile import load_config_file
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def load_config_file(path: str):
-  """get_config() of a config file, as absl config_flags would load it."""
-  spec = importlib.util.spec_from_file_location("_cfg_" + os.path.basename(path)[:-3], path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"config file not found: {path}")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
 
 
 def load_preset(name: str):

@@ -35,7 +35,7 @@ def _tree_py(top):
 
 def test_every_source_file_is_in_a_library():
   libs = {kw["name"]: set(kw["srcs"]) for kind, kw in _targets() if kind == "py_library"}
-  for pkg in ("confspec", "pangu_jax", "npu_backend", "control_brax"):
+  for pkg in ("confspec", "runkit", "pangu_jax", "npu_backend", "control_brax", "experiments"):
     files = _tree_py(pkg)
     if files:
       assert libs.get(pkg) == files, f"BUILD's {pkg} library differs from the tree: run python tools/gen_build.py"
@@ -53,9 +53,9 @@ def test_every_test_file_has_a_py_test_and_every_target_exists():
 
 def test_every_binary_module_has_a_py_binary():
   mains = {kw["main"] for kind, kw in _targets() if kind == "py_binary"}
-  for mod in ("pangu_jax/info.py", "pangu_jax/generate.py", "pangu_jax/demo.py"):
+  for mod in ("pangu_jax/info.py", "pangu_jax/generate.py", "experiments/demo.py"):
     assert mod in mains
-  for pkg in ("pangu_jax", "npu_backend", "control_brax"):
+  for pkg in ("pangu_jax", "npu_backend", "control_brax", "experiments"):
     for f in _tree_py(pkg):
       src = open(os.path.join(REPO, f)).read()
       if '__name__ == "__main__"' in src and os.path.dirname(f) == pkg:

@@ -37,7 +37,7 @@ def _same(shown: str, value) -> bool:
 @pytest.mark.slow
 def test_quick_demo_report_matches_its_metrics_files(tmp_path):
   out = tmp_path / "demo"
-  proc = subprocess.run([sys.executable, "-m", "pangu_jax.demo", f"--out={out}", "--quick"], cwd=REPO,
+  proc = subprocess.run([sys.executable, "-m", "experiments.demo", f"--out={out}", "--quick"], cwd=REPO,
                         capture_output=True, text=True, timeout=1500, env=full_opt_env())
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1].endswith("report.md")

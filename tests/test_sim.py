@@ -433,7 +433,7 @@ def test_paper_report_meets_the_issue_band_and_its_placement_check_agrees():
   """The issue's band for the paper setting (+-20% of 1.46M tokens/s, MFU 0.22-0.35 under the reference's
   accounting), and two paths to the same number: the placement check re-times our placement through its own
   loop and must give predict's tokens/s."""
-  from pangu_jax.sim.report import paper_report  # noqa: PLC0415
+  from experiments.sim_report import paper_report  # noqa: PLC0415
 
   rep = paper_report(_paper_cfg(), load_hardware("ascend_a2"))
   pred = rep["prediction"]

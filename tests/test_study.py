@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from pangu_jax import study
+from experiments import behaviour as study
 
 
 def test_mutual_information_closed_forms():

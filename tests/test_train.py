@@ -18,11 +18,11 @@ from confspec import ConfigError
 from pangu_jax.config import base_config
 from pangu_jax.model.moe import MoeStats
 from pangu_jax.train import losses
-from pangu_jax.train.checkpoint import Checkpointer
 from pangu_jax.train.data import Corpus, bigram_val_loss
 from pangu_jax.train.loop import train
-from pangu_jax.train.metrics import read_metrics
 from pangu_jax.train.optim import decay_mask
+from runkit.checkpoint import Checkpointer
+from runkit.metrics import read_metrics
 
 MICRO = dict(num_layers=2, num_dense_layers=1, hidden_size=32, num_heads=2, q_lora_rank=16, kv_lora_rank=16,
              qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8, num_routed_experts=4, top_k=2,

@@ -15,12 +15,22 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ["confspec", "pangu_jax", "npu_backend", "control_brax"]
+PACKAGES = ["confspec", "runkit", "pangu_jax", "npu_backend", "control_brax", "experiments"]
 # Binary modules: package -> module paths relative to the root.
 BINARY_NAMES = {
-    "pangu_jax": ["info", "train", "generate", "simulate", "demo", "study"],
+    "pangu_jax": ["info", "train", "generate", "simulate"],
     "npu_backend": ["export", "parity"],
-    "control_brax": ["train", "evaluate", "cs3", "transfer", "etcl", "scripted", "render", "experiment"],
+    "control_brax": ["train", "evaluate", "scripted", "render"],
+    "experiments": ["demo", "behaviour", "sim_report", "assembly_methods", "cs3", "transfer", "etcl_acceptance"],
+}
+# Library dependencies between the packages (third-party ones come from the interpreter).
+DEPS = {
+    "confspec": [],
+    "runkit": ["confspec"],
+    "pangu_jax": ["confspec", "runkit"],
+    "npu_backend": ["confspec", "runkit", "pangu_jax"],
+    "control_brax": ["confspec", "runkit"],
+    "experiments": ["confspec", "runkit", "pangu_jax", "npu_backend", "control_brax"],
 }
 
 
@@ -61,9 +71,7 @@ def render() -> str:
     if not files:
       continue
     libs.append(pkg)
-    deps = [":confspec"] if pkg != "confspec" else []
-    if pkg == "npu_backend":
-      deps.append(":pangu_jax")
+    deps = [":" + d for d in DEPS[pkg]]
     parts.append(f'py_library(\n    name = "{pkg}",\n    srcs = {_list(files)},\n    imports = ["."],\n'
                  f"    deps = {_list(deps) if deps else '[]'},\n)\n")
     for b in _binaries(pkg):

@@ -1,7 +1,7 @@
 """PPO + compliance with an LCRL local-connection policy on the l_shape peg (docs/control_brax_cs3_lcrl.md).
 
 The connection graph is CS3's on the same env section:
-    python -m control_brax.cs3 --config=configs/assembly/ppo_l_shape.py --out=results/cs3_l_shape
+    python -m experiments.cs3 --config=configs/assembly/ppo_l_shape.py --out=results/cs3_l_shape
     python -m control_brax.train --config=configs/assembly/lcrl_l_shape.py --workdir=runs/lcrl_l_shape
 Run from the repository root (the graph path is relative to it).
 """

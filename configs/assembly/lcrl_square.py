@@ -1,7 +1,7 @@
 """PPO + compliance with an LCRL local-connection policy on the square peg (docs/control_brax_cs3_lcrl.md).
 
 The connection graph is CS3's on the same env section:
-    python -m control_brax.cs3 --config=configs/assembly/ppo_square.py --out=results/cs3_square
+    python -m experiments.cs3 --config=configs/assembly/ppo_square.py --out=results/cs3_square
     python -m control_brax.train --config=configs/assembly/lcrl_square.py --workdir=runs/lcrl_square
 Run from the repository root (the graph path is relative to it).
 """

@@ -120,7 +120,7 @@ def load_connection_mask(path: str, obs_size: int, action_size: int, field: str)
   import numpy as np  # noqa: PLC0415
 
   if not os.path.exists(path):
-    raise ConfigError(f"{field}: {path!r} does not exist (run `python -m control_brax.cs3 --config=... --out=DIR` "
+    raise ConfigError(f"{field}: {path!r} does not exist (run `python -m experiments.cs3 --config=... --out=DIR` "
                       "and pass DIR/connection_graph.json)")
   try:
     with open(path) as f:
@@ -203,9 +203,6 @@ def validate_rl(c) -> ml_collections.ConfigDict:
 
 def load_rl_config(path: str) -> ml_collections.ConfigDict:
   """A validated RL config from a config file (what `--config=` loads, for scripts without absl flags)."""
-  import importlib.util  # noqa: PLC0415
+  from runkit.configfile import load_config_file  # noqa: PLC0415
 
-  spec = importlib.util.spec_from_file_location("rl_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return validate_rl(module.get_config())
+  return validate_rl(load_config_file(path))

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 
-import jax
 from absl import flags
 from ml_collections import config_flags
 
 import confspec
-from confspec import ConfigError
 from npu_backend.export.model import export_to_dir, verify_export
-from pangu_jax.config import validate_config
-from pangu_jax.model import transformer
+from pangu_jax.workdir import load_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights unless --workdir).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: export its latest checkpoint.")
@@ -33,15 +30,7 @@ flags.mark_flags_as_required(["out"])
 
 def main(argv):
   del argv
-  if _WORKDIR.value:
-    from pangu_jax.train.checkpoint import load_params_for_inference  # noqa: PLC0415
-
-    cfg, params = load_params_for_inference(_WORKDIR.value)
-  elif _CONFIG.value is not None:
-    cfg = validate_config(_CONFIG.value)
-    params = transformer.init_params(jax.random.key(cfg.train.seed), cfg.model)
-  else:
-    raise ConfigError("--config or --workdir: one of them is required")
+  cfg, params = load_model(_CONFIG.value, _WORKDIR.value)
   meta = export_to_dir(cfg, params, _OUT.value, _BATCH.value, _SEQ.value)
   print(f"exported {meta['nodes']} nodes in {meta['export_s']:.1f}s to {_OUT.value}")
   summary = {k: meta[k] for k in ("nodes", "export_s", "inputs", "outputs")} | {"out": _OUT.value}

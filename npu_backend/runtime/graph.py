@@ -18,6 +18,7 @@ import torch
 import torch.fx
 
 from npu_backend.runtime.ops import DTYPES, MULTI_OUTPUT, OPS
+from runkit.atomic import atomic_path, atomic_write_json
 
 GRAPH_FILE = "graph.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -173,13 +174,9 @@ def save(directory: str, ir: dict, tensors: dict) -> None:
 
   os.makedirs(directory, exist_ok=True)
   tt = {k: to_torch(v).contiguous() for k, v in tensors.items()}
-  tmp_w = os.path.join(directory, WEIGHTS_FILE + ".tmp")
-  save_file(tt, tmp_w)
-  tmp_g = os.path.join(directory, GRAPH_FILE + ".tmp")
-  with open(tmp_g, "w") as f:
-    json.dump(ir, f)
-  os.replace(tmp_w, os.path.join(directory, WEIGHTS_FILE))
-  os.replace(tmp_g, os.path.join(directory, GRAPH_FILE))
+  with atomic_path(os.path.join(directory, WEIGHTS_FILE)) as tmp_w:
+    save_file(tt, tmp_w)
+  atomic_write_json(os.path.join(directory, GRAPH_FILE), ir)
 
 
 def to_torch(a) -> torch.Tensor:

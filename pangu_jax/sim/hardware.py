@@ -9,7 +9,6 @@ comment beside each field.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import os
 import ml_collections
 
 from confspec import ConfigError, Field, validate
+from runkit.configfile import load_config_file
 
 DTYPE_KEYS = ("bfloat16", "float32")
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "ppermute")
@@ -99,10 +99,7 @@ def load_hardware(path_or_name: str) -> ml_collections.ConfigDict:
     if not os.path.exists(cand):
       raise ConfigError(f"--hardware: {path_or_name!r} is neither a file nor a name in configs/hardware/")
     path = cand
-  spec = importlib.util.spec_from_file_location(f"_hw_{abs(hash(path))}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return validate_hardware(mod.get_config())
+  return validate_hardware(load_config_file(path, what="--hardware"))
 
 
 def gemm_table(hw) -> list:

@@ -23,9 +23,7 @@ from tqdm import tqdm
 from pangu_jax.config import validate_config
 from pangu_jax.flops import train_flops_per_token
 from pangu_jax.parallel import placement, runtime
-from pangu_jax.train.checkpoint import Checkpointer
 from pangu_jax.train.data import Corpus, bigram_val_loss
-from pangu_jax.train.metrics import MetricsWriter
 from pangu_jax.train.peak import peak_flops
 from pangu_jax.train.state import (
   abstract_train_state,
@@ -34,6 +32,9 @@ from pangu_jax.train.state import (
   make_eval_step,
   make_train_step,
 )
+from runkit.atomic import atomic_write
+from runkit.checkpoint import Checkpointer
+from runkit.metrics import MetricsWriter
 
 
 class _NullWriter:
@@ -55,11 +56,7 @@ class _StopFlag:
 
 
 def _write_config(cfg, workdir):
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(cfg.to_json(indent=2))
-  os.replace(tmp, path)
+  atomic_write(os.path.join(workdir, "config.json"), cfg.to_json(indent=2))
 
 
 def evaluate(eval_step, params, batches, put=lambda b: b) -> float:

@@ -14,6 +14,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from runkit.atomic import atomic_write_json
+
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pangu_jax", "peak_flops.json")
 # Datasheet bf16 dense peaks for accelerators (FLOP/s), used when running there.
 KNOWN_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -62,9 +64,5 @@ def record_peak(flops: float) -> float:
   except (OSError, ValueError):
     cached = {}
   cached[_key()] = max(flops, cached.get(_key(), 0.0))
-  os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-  tmp = CACHE + f".{os.getpid()}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(cached, f)
-  os.replace(tmp, CACHE)
+  atomic_write_json(CACHE, cached)
   return cached[_key()]

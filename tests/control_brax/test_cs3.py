@@ -119,8 +119,8 @@ def test_cs3_binary_on_free_space_env(tmp_path):
   each action's own pose-error column is an edge (the holder's joints are the
   pose coordinates).
   """
-  from control_brax import cs3
   from control_brax.rl.config import base_rl_config
+  from experiments import cs3
 
   c = base_rl_config("ppo")
   c.env.peg = "square"

@@ -161,7 +161,7 @@ def test_config_rejects_a_graph_of_the_wrong_shape_naming_the_field(tmp_path):
 
 
 def test_experiment_lcrl_variants_configure_the_policy():
-  from control_brax.experiment import default_config, run_config
+  from experiments.assembly_methods import default_config, run_config
 
   exp = default_config()
   exp.peg = "square"
@@ -173,7 +173,7 @@ def test_experiment_lcrl_variants_configure_the_policy():
 
 def test_experiment_report_judges_lcrl_claims_and_matches_curves(tmp_path):
   """Synthetic per-seed figures: LCRL clearly faster -> 'confirmed'; equal forces -> overlap; curves matched by step."""
-  from control_brax import experiment
+  from experiments import assembly_methods as experiment
 
   def seeds(steps80, force, success_curve):
     return {"steps_to_80": steps80, "wall_s_to_80": [s / 100 for s in steps80], "final_success_rate": [1.0] * 5,

@@ -14,7 +14,7 @@ from control_brax.pead import extend_ddpg, extend_policy, group_index
 from control_brax.rl import ddpg, networks, ppo
 from control_brax.rl.config import base_rl_config
 from control_brax.rl.normalize import init_stats, update_stats
-from pangu_jax.train.metrics import read_metrics
+from runkit.metrics import read_metrics
 
 
 def test_gae_matches_naive_loop():
@@ -173,7 +173,7 @@ def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo, pead):
 def test_experiment_driver_smoke(tmp_path):
   """The experiment driver end to end on a tiny budget: two variants (without PEAD: its stages would add compiled
   programs; the switch is covered by the resume test), report, plots, results JSON, resume."""
-  from control_brax import experiment
+  from experiments import assembly_methods as experiment
 
   exp = experiment.default_config()
   exp.update(peg="square", algos="ppo", variants="rl_alone,rl_compliance", seeds=2, ppo_env_steps=128,
@@ -195,7 +195,7 @@ def test_experiment_driver_smoke(tmp_path):
 
 
 def test_bootstrap_interval_contains_mean_and_shrinks():
-  from control_brax.experiment import bootstrap_ci
+  from runkit.stats import mean_ci as bootstrap_ci
 
   rng = np.random.default_rng(0)
   small = bootstrap_ci(rng.normal(1.0, 1.0, 5))

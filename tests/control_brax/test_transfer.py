@@ -20,6 +20,8 @@ import pytest
 from control_brax import etcl, wdpd
 from control_brax.config import base_env_config, load_peg
 from control_brax.rl import networks as nets
+from experiments import etcl_acceptance
+from runkit.stats import paired_binary_change_ci
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +99,12 @@ def test_etcl_scripted_smoke():
 def test_committed_etcl_report():
   """The committed acceptance report covers >= 200 paired episodes per target and says whether each passes."""
   path = os.path.join(os.path.dirname(__file__), "..", "..", "results", "etcl", "acceptance.json")
-  assert os.path.exists(path), "results/etcl/acceptance.json is committed; regenerate it with control_brax.etcl"
+  assert os.path.exists(path), "results/etcl/acceptance.json is committed (experiments.etcl_acceptance)"
   with open(path) as f:
     rep = json.load(f)
   assert rep["episodes"] >= 200
   for r in rep["results"].values():
-    assert r["passes"] == etcl.passes(r)
+    assert r["passes"] == etcl_acceptance.passes(r)
     assert r["unreconfigured"]["episodes"] == r["etcl"]["episodes"] == rep["episodes"]
   # the default law is the one the decisive run checked, on both targets and both source gain sets
   assert {f"{etcl.DEFAULT_LAW}/{s}/{t}" for s in ("published", "retuned") for t in ("l_shape", "rect")} <= set(
@@ -114,7 +116,7 @@ def test_success_change_interval_matches_per_episode_differences():
   won, lost, n = 75, 19, 4000
   d = np.concatenate([np.ones(won), -np.ones(lost), np.zeros(n - won - lost)])
   half = 1.96 * d.std() / np.sqrt(n)
-  np.testing.assert_allclose(etcl.success_change_ci(won, lost, n), [d.mean() - half, d.mean() + half], rtol=1e-12)
+  np.testing.assert_allclose(paired_binary_change_ci(won, lost, n), [d.mean() - half, d.mean() + half], rtol=1e-12)
 
 
 def test_wdpd_weights_rule(feats):
@@ -130,7 +132,7 @@ def test_wdpd_weights_rule(feats):
 
 
 def test_transfer_rejects_unknown_etcl_law(tmp_path):
-  from control_brax import transfer  # noqa: PLC0415
+  from experiments import transfer  # noqa: PLC0415
 
   c = transfer.default_config()
   c.transfer.etcl_law = "stiffer"
@@ -170,7 +172,7 @@ def test_distill_reaches_closed_form_minimum():
 
 
 def test_median_ci_censoring():
-  from control_brax.transfer import median_ci  # noqa: PLC0415
+  from runkit.stats import median_ci  # noqa: PLC0415
 
   r = median_ci([1.0, 2.0, 3.0])
   assert r["median"] == 2.0 and 1.0 <= r["ci95"][0] <= 2.0 <= r["ci95"][1] <= 3.0
@@ -183,7 +185,7 @@ def test_median_ci_censoring():
 @pytest.mark.slow
 def test_transfer_new_geometry_file(tmp_path):
   """A geometry given only as a parameter file (a rect variant written here) runs through the transfer driver."""
-  from control_brax import transfer  # noqa: PLC0415
+  from experiments import transfer  # noqa: PLC0415
 
   peg = tmp_path / "rect_wide.py"
   peg.write_text("from control_brax.geometry import base_peg\n\n\ndef get_config():\n  c = base_peg()\n"

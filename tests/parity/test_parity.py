@@ -69,8 +69,8 @@ def test_bfloat16_parity(variant):
 
 
 def test_checkpoint_trained_for_a_few_steps(tmp_path):
-  from pangu_jax.train.checkpoint import load_params_for_inference
   from pangu_jax.train.loop import train
+  from pangu_jax.workdir import load_params_for_inference
 
   cfg = base_config()
   cfg.model = small_model_cfg(vocab_size=256)

@@ -7,19 +7,24 @@ step's JSON metadata and recompute it on restore: a truncated or altered file
 (disk trouble, a partial copy) is detected even where the storage format would
 not notice, reported in one line, and the previous step is used instead.
 
-Saved per step: the train state pytree (params, optimiser state, step, skip
-counters) and JSON metadata (the checksum, the config). The data position and
-the RNG need no saving: both are pure functions of (seed, step).
+Saved per step: a state pytree and JSON metadata (the checksum, and whatever
+the caller adds: the config, the PEAD stage, ...). The LLM trainer saves its
+train state as a tree restored into its shardings; the RL trainer's state holds
+zero-size arrays (MJX data has them, orbax refuses them), so it uses
+`flat=True`: only the non-empty leaves are stored, as a list, and restored into
+the caller's abstract structure as uncommitted arrays (jit keys its compiled
+programs on committedness, so committed restored leaves would make a resumed run
+recompile an MJX rollout that nothing about changed).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
@@ -41,11 +46,25 @@ class CorruptCheckpoint(RuntimeError):
   pass
 
 
-class Checkpointer:
-  """Save / restore train states under `directory` (one subdirectory per step)."""
+def pack(state) -> list:
+  """The state's non-empty leaves as a list (what `flat=True` stores)."""
+  return [x for x in jax.tree.leaves(state) if x.size]
 
-  def __init__(self, directory: str, keep: int, async_save: bool = True, log=None):
+
+def unpack(leaves, abstract):
+  """Inverse of `pack` given the state's abstract structure; leaves come back uncommitted to a device."""
+  it = iter(leaves)
+  flat, treedef = jax.tree.flatten(abstract)
+  return jax.tree.unflatten(treedef, [jnp.zeros(a.shape, a.dtype) if not a.size else jnp.asarray(np.asarray(next(it)))
+                                      for a in flat])
+
+
+class Checkpointer:
+  """Save / restore states under `directory` (one subdirectory per step); `flat`: see the module docstring."""
+
+  def __init__(self, directory: str, keep: int, async_save: bool = True, log=None, flat: bool = False):
     self.directory = os.path.abspath(directory)
+    self.flat = flat
     self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -54,6 +73,8 @@ class Checkpointer:
 
   def save(self, step: int, state, meta: dict) -> bool:
     """Starts saving `step`; returns False (and says so) if orbax declined (e.g. the step already exists)."""
+    if self.flat:
+      state = pack(state)
     meta = dict(meta, checksum=tree_checksum(state), step=int(step))
     saved = self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)))
@@ -86,6 +107,9 @@ class Checkpointer:
     """(step, state, meta) of the newest intact checkpoint, or None. Corrupt ones are reported and skipped."""
     for step in reversed(self.steps()):
       try:
+        if self.flat:
+          leaves, meta = self._restore(step, pack(abstract_state))
+          return step, unpack(leaves, abstract_state), meta
         state, meta = self._restore(step, abstract_state)
         return step, state, meta
       except CorruptCheckpoint as e:
@@ -99,20 +123,3 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
-
-def load_params_for_inference(workdir: str):
-  """(cfg, params) from a training workdir: its config.json and its latest intact checkpoint."""
-  from pangu_jax.config import validate_config, with_defaults  # noqa: PLC0415
-  from pangu_jax.train.state import abstract_train_state  # noqa: PLC0415
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--workdir: {workdir} has no config.json (not a pangu_jax.train workdir)")
-  with open(path) as f:
-    cfg = validate_config(with_defaults(json.load(f)))
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False)
-  got = ckpt.restore_latest(abstract_train_state(cfg))
-  ckpt.close()
-  if got is None:
-    raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
-  return cfg, got[1]["params"]

@@ -12,12 +12,11 @@ import os
 
 import numpy as np
 
+from runkit.metrics import read_jsonl
+
 
 def _lines(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(ln) for ln in f if ln.strip().startswith("{")]
+  return read_jsonl(path, missing_ok=True)
 
 
 def _last(path: str) -> dict | None:
@@ -219,7 +218,7 @@ def write_report(out: str) -> str:
   plots: list[str] = []
   status = st.get("status", {})
   md = ["# Demo report", "",
-        "Short versions of the full runs (`python -m pangu_jax.demo`" + (" --quick" if st.get("quick") else "")
+        "Short versions of the full runs (`python -m experiments.demo`" + (" --quick" if st.get("quick") else "")
         + "): every figure below is read from this run's own files (table at the end).", "",
         "| stage | status |", "|---|---|"] + [f"| {k} | {v} |" for k, v in status.items()] + [""]
   sections = [("Simulator: a plan for the tiny model on this machine", _sim_section(out, fig)),

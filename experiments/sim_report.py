@@ -1,11 +1,10 @@
 """The committed report under results/sim/: the paper-setting prediction with its assumptions, on/off ablations,
 the global-batch sensitivity, the architecture search on the paper's budget, plots, and (when given) a
-`simulate --validate --json` output. `python -m pangu_jax.sim.report --out=results/sim [--validate_json=F]`.
+`simulate --validate --json` output. `python -m experiments.sim_report --out=results/sim [--validate_json=F]`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import sys
 
 from absl import app, flags
 
+from experiments.sim_plots import plot_sweeps, plot_timeline
 from pangu_jax.sim.hardware import load_hardware
 from pangu_jax.sim.placement import (
   chunks_from_counts,
@@ -22,7 +22,6 @@ from pangu_jax.sim.placement import (
   slots_per_chunk,
 )
 from pangu_jax.sim.plan import make_plan, parse_plan_string
-from pangu_jax.sim.plots import plot_sweeps, plot_timeline
 from pangu_jax.sim.predict import (
   KINDS,
   chunk_time_tables,
@@ -34,11 +33,12 @@ from pangu_jax.sim.predict import (
 )
 from pangu_jax.sim.schedule import pipeline_time
 from pangu_jax.sim.search import search_architectures, search_plans
+from runkit.configfile import load_config_file
 
 _OUT = flags.DEFINE_string("out", "results/sim", "output directory")
 _VALIDATE_JSON = flags.DEFINE_string("validate_json", "", "a `simulate --validate --json` output to include")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_PLAN = "tp=8,pp=16,vpp=2,ep=4,mbs=2,seq=4096,devices=6144"
 PAPER_TOKENS_PER_S = 1.46e6
 PAPER_MFU = 0.30
@@ -74,10 +74,7 @@ ASSUMPTIONS = [
 
 
 def _load_cfg(path):
-  spec = importlib.util.spec_from_file_location("cfg_mod", os.path.join(REPO, path))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_config_file(os.path.join(REPO, path))
 
 
 def _row(r):

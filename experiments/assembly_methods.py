@@ -1,13 +1,13 @@
 """Experiment driver over seeds: PEAD (RL alone / + compliance / + PEAD) and LCRL (local vs global policy).
 
-    python -m control_brax.experiment --out=results/pead_l_shape [--config.ppo_env_steps=1000000] ...
-    python -m control_brax.experiment --out=results/lcrl_square --config.peg=square --config.algos=ppo \
+    python -m experiments.assembly_methods --out=results/pead_l_shape [--config.ppo_env_steps=1000000] ...
+    python -m experiments.assembly_methods --out=results/lcrl_square --config.peg=square --config.algos=ppo \
         --config.variants=rl_compliance,rl_compliance_lcrl --config.ppo_env_steps=120000
 
 Variants: `rl_alone` (no compliance), `rl_compliance` (the globally connected
 agent), `rl_compliance_pead`, `rl_compliance_lcrl` (LCRL: each action
 component's sub-network sees only its connected state components, from
-`lcrl_graph`, a CS3 connection_graph.json; control_brax.cs3) and
+`lcrl_graph`, a CS3 connection_graph.json; experiments.cs3) and
 `rl_compliance_lcrl_full` (the same per-component sub-networks with every
 connection: separates the effect of locality from that of the architecture).
 
@@ -37,7 +37,8 @@ import ml_collections
 import numpy as np
 
 from control_brax.rl.config import base_rl_config
-from pangu_jax.train.metrics import read_metrics
+from runkit.metrics import read_metrics
+from runkit.stats import mean_ci
 
 VARIANTS = ("rl_alone", "rl_compliance", "rl_compliance_pead", "rl_compliance_lcrl", "rl_compliance_lcrl_full")
 PEAD_VARIANTS = VARIANTS[:3]
@@ -96,17 +97,6 @@ def run_config(exp, algo: str, variant: str) -> ml_collections.ConfigDict:
   return c
 
 
-def bootstrap_ci(values, n_boot: int = 10_000, seed: int = 0):
-  """Mean and 95% percentile-bootstrap interval of the mean (None where there are no values)."""
-  v = np.asarray([x for x in values if x is not None], dtype=float)
-  if v.size == 0:
-    return {"mean": None, "ci95": [None, None], "n": 0}
-  rng = np.random.default_rng(seed)
-  means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-  return {"mean": float(v.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
-          "n": int(v.size)}
-
-
 def per_seed(workdir: str, threshold: float) -> dict:
   """Per-seed figures of one run from its metrics.jsonl."""
   evals = [r for r in read_metrics(workdir) if "eval_success_rate_per_seed" in r]
@@ -131,7 +121,7 @@ def per_seed(workdir: str, threshold: float) -> dict:
 
 def summarize(seeds: dict) -> dict:
   keys = ("steps_to_80", "wall_s_to_80", "final_success_rate", "final_return", "insertion_time_s", "peak_force_n")
-  out = {k: bootstrap_ci(seeds.get(k, [])) for k in keys}
+  out = {k: mean_ci(seeds.get(k, [])) for k in keys}
   out["reached_80"] = f"{sum(x is not None for x in seeds['steps_to_80'])}/{len(seeds['steps_to_80'])}"
   return out
 
@@ -258,8 +248,8 @@ def matched_success(results: dict) -> list[str]:
     lines += [f"### Evaluation success at the same env steps: {key} vs {algo}/rl_compliance", "",
               "| env steps per seed | " + variant + " | rl_compliance (global) |", "|---|---|---|"]
     for x in common:
-      sa = bootstrap_ci(a["success"][a["env_steps"].index(x)])
-      sb = bootstrap_ci(b["success"][b["env_steps"].index(x)])
+      sa = mean_ci(a["success"][a["env_steps"].index(x)])
+      sb = mean_ci(b["success"][b["env_steps"].index(x)])
       lines.append(f"| {x:,} | {_fmt(sa)} | {_fmt(sb)} |")
     lines.append("")
   return lines

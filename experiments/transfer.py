@@ -1,4 +1,4 @@
-"""`python -m control_brax.transfer --source=G1 --target=G2 [--seeds=N] [--budget_steps=S] [--json]`.
+"""`python -m experiments.transfer --source=G1 --target=G2 [--seeds=N] [--budget_steps=S] [--json]`.
 
 Transfers an RL + compliance controller from peg geometry A (`--source`) to B
 (`--target`), each a peg name or a peg parameter file, and compares four ways to get
@@ -43,7 +43,8 @@ from control_brax.rl import rollout
 from control_brax.rl.config import base_rl_config, validate_rl
 from control_brax.rl.normalize import normalize
 from control_brax.rl.ppo import hidden_sizes
-from pangu_jax.train.metrics import read_metrics
+from runkit.metrics import read_metrics
+from runkit.stats import median_ci
 
 METHODS = ("scratch", "finetune", "etcl", "etcl_wdpd")
 # v2: the law the committed comparisons ran with (both v2 and v3 pass the ETCL check; docs/control_brax_transfer.md)
@@ -222,20 +223,6 @@ def per_seed(workdir: str) -> dict:
           "compile_s_excluded": compile_s,
           "curve": {"env_steps": [r["env_steps"] + extra_steps for r in evals],
                     "success": [r["eval_success_rate_per_seed"] for r in evals]}}
-
-
-def median_ci(values, n_boot: int = 10_000, seed: int = 0) -> dict:
-  """Median over seeds and its 95% percentile-bootstrap interval; None (not reached) counts as +infinity.
-
-  A median or bound that is infinite is reported as None.
-  """
-  v = np.asarray([np.inf if x is None else float(x) for x in values])
-  rng = np.random.default_rng(seed)
-  boots = np.median(rng.choice(v, size=(n_boot, v.size), replace=True), axis=1)
-  fin = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
-  lo, hi = np.percentile(boots, [2.5, 97.5], method="lower"), np.percentile(boots, [97.5], method="higher")[0]
-  return {"median": fin(np.median(v)), "ci95": [fin(lo[0]), fin(hi)], "reached": int(np.isfinite(v).sum()),
-          "n": int(v.size)}
 
 
 def summarize(seeds: dict) -> dict:

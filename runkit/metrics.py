@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from runkit.atomic import atomic_write
+
 
 def _plain(v):
   if isinstance(v, np.ndarray | np.generic):
@@ -35,10 +37,7 @@ class MetricsWriter:
             continue  # a line cut by a kill
           if rec.get("step", 0) <= resume_step:
             keep.append(json.dumps(rec))
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.write("".join(k + "\n" for k in keep))
-      os.replace(tmp, self.path)
+      atomic_write(self.path, "".join(k + "\n" for k in keep))
     self.file = open(self.path, "a")
     self.tb = None
     if tensorboard:
@@ -67,6 +66,24 @@ class MetricsWriter:
       self.tb.close()
 
 
+def read_jsonl(path: str, missing_ok: bool = False) -> list[dict]:
+  """The JSON objects of a JSON-lines file, one per line. Lines that are not JSON objects (a binary's plain
+  progress output captured in the same file, a line cut by a kill) are skipped; a missing file is [] when
+  `missing_ok`."""
+  if missing_ok and not os.path.exists(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      if not line.strip().startswith("{"):
+        continue
+      try:
+        out.append(json.loads(line))
+      except ValueError:
+        continue
+  return out
+
+
 def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of `workdir/metrics.jsonl`."""
+  return read_jsonl(os.path.join(workdir, "metrics.jsonl"))

@@ -1,4 +1,4 @@
-"""`python -m pangu_jax.demo`: the project's main job end to end on embedded defaults (`make demo`).
+"""`python -m experiments.demo`: the project's main job end to end on embedded defaults (`make demo`).
 
 Stages (each a real binary of this repository, run as a subprocess with its output streamed; short versions of
 the full runs so the whole job fits in about 15 minutes on a 2-core CPU):
@@ -10,7 +10,7 @@ the full runs so the whole job fits in about 15 minutes on a 2-core CPU):
   5. rl         PPO + compliance + PEAD on the L-shaped peg (short budget), evaluation, an episode strip
 
 Every figure of the report (`<out>/report.md`, plots beside it) is read back from the files these stages wrote
-(`pangu_jax/demo_report.py`); a failing stage is reported, the later stages still run where they can, and the
+(`experiments/demo_report.py`); a failing stage is reported, the later stages still run where they can, and the
 report says which stages failed. Re-running resumes the training stages from their checkpoints.
 """
 
@@ -102,7 +102,7 @@ def _run(argv: list[str], log) -> None:
 
 def run(out: str, quick: bool = False, stages=None, log=print) -> dict:
   """Runs the stages, writes the report, returns {stage: "ok" | "failed: ..."}."""
-  from pangu_jax import demo_report  # noqa: PLC0415
+  from experiments import demo_report  # noqa: PLC0415
 
   os.makedirs(out, exist_ok=True)
   cmds = plan(out, quick)
