@@ -302,8 +302,8 @@ def write_report(out: str) -> str:
            "Paired episodes (same initial errors, friction, clearance) on MuJoCo's C engine; unreconfigured = the "
            "source's gains used unchanged on the target. Pass = success not lowered and (success raised or mean "
            "peak force lowered). Definitions, the power analysis and the declaration of the decisive run (the "
-           "4000-episode rows, `acceptance.json`): docs/control_brax_transfer.md. Earlier 400-episode runs are "
-           f"kept below it. Default law (`etcl.DEFAULT_LAW`): {DEFAULT_LAW}.", "",
+           "4000-episode rows, `acceptance.json`): docs/control_brax_transfer.md, which also quotes the earlier "
+           f"400-episode runs. Default law (`etcl.DEFAULT_LAW`): {DEFAULT_LAW}.", "",
            "| file | law | source gains | target | episodes (seed) | success unreconfigured -> ETCL | won / lost "
            "| success change, 95% CI | mean peak force (N) | peak-force change, 95% CI | passes |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
