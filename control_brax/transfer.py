@@ -313,7 +313,8 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
 
 
 def contract_json(res: dict) -> dict:
-  """docs/contracts.md's JSON: per method steps_to_80, wall_s_to_80 ({median, ci95}), final_success_rate, peak_force_n."""
+  """docs/contracts.md's JSON: per method steps_to_80, wall_s_to_80 ({median, ci95}), final_success_rate,
+  peak_force_n."""
   out = {}
   for m in METHODS:
     if m not in res["results"]:

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 
 from pangu_jax.sim.hardware import load_hardware
-from pangu_jax.sim.placement import (
+from pangu_jax.sim.pipeline_placement import (
   chunks_from_counts,
   default_counts,
   layer_kinds,
