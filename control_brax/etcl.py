@@ -178,7 +178,3 @@ def reconfigure_env(env, peg_a, peg_b, law: str = DEFAULT_LAW):
 
 
 # ----------------------------------------------------------------------------- the scripted acceptance check
-
-# Source-side tuning grid (our definition): the documented scripted grid (control_brax.scripted.GRID) reaches its
-# softest rotational stiffness and its largest force at its optimum on every prism peg, so the source is re-tuned on
-# a grid extended in those two directions before ETCL carries it (only A's episodes are used to pick it).

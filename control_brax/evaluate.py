@@ -3,7 +3,7 @@
 Loads the newest intact checkpoint under D/checkpoints (the run's PEAD stage
 included) and runs N episodes (default 256) of the config's environment on MJX
 with the deterministic policy (seed 0 of a multi-seed run unless --seed_index).
-JSON (CONTRACTS.md): success_rate, mean_insertion_time_s (over successes),
+JSON (docs/contracts.md): success_rate, mean_insertion_time_s (over successes),
 peak_force_n (mean of per-episode peak contact force), episodes; plus the mean
 return.
 """

@@ -70,7 +70,7 @@ def run_episodes(env: ml_collections.ConfigDict, episodes: int, seed: int,
 
 
 def summarize(res: dict) -> dict:
-  """CONTRACTS.md keys: success_rate, mean_insertion_time_s (successes only), peak_force_n (mean of peaks)."""
+  """docs/contracts.md keys: success_rate, mean_insertion_time_s (successes only), peak_force_n (mean of peaks)."""
   s = np.asarray(res["success"])
   t = np.asarray(res["time_s"])
   f = np.asarray(res["peak_force_n"])

@@ -14,7 +14,7 @@ from absl import app, flags
 
 from experiments.sim_plots import plot_sweeps, plot_timeline
 from pangu_jax.sim.hardware import load_hardware
-from pangu_jax.sim.placement import (
+from pangu_jax.sim.pipeline_placement import (
   chunks_from_counts,
   default_counts,
   layer_kinds,

@@ -15,7 +15,7 @@ a controller for B, over `--seeds` seeds (PPO; docs/control_brax_transfer.md):
 Seed i of every method uses teacher seed i. Per seed: env steps and wall time to
 80% evaluation success (0 when the starting policy already reaches it; null when
 the budget ends first), final evaluation success rate and mean peak contact
-force. The JSON (CONTRACTS.md) gives each as the median over seeds with a 95%
+force. The JSON (docs/contracts.md) gives each as the median over seeds with a 95%
 percentile-bootstrap interval (a seed that never reached 80% counts as infinitely
 slow: the median is null when half the seeds did not reach it).
 
@@ -300,7 +300,8 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
 
 
 def contract_json(res: dict) -> dict:
-  """CONTRACTS.md's JSON: per method steps_to_80, wall_s_to_80 ({median, ci95}), final_success_rate, peak_force_n."""
+  """docs/contracts.md's JSON: per method steps_to_80, wall_s_to_80 ({median, ci95}), final_success_rate,
+  peak_force_n."""
   out = {}
   for m in METHODS:
     if m not in res["results"]:
@@ -418,7 +419,7 @@ if __name__ == "__main__":
   _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per method (default: config.transfer.seeds).")
   _BUDGET = flags.DEFINE_integer("budget_steps", None, "Env steps on the target per seed (default: config).")
   _OUT = flags.DEFINE_string("out", None, "Output directory (default results/transfer_<A>_<B>); resumable.")
-  _JSON = flags.DEFINE_bool("json", False, "Print the CONTRACTS.md JSON as the last line.")
+  _JSON = flags.DEFINE_bool("json", False, "Print the docs/contracts.md JSON as the last line.")
   _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
   _METHODS = flags.DEFINE_string("methods", ",".join(METHODS), "Methods this call trains (comma-separated).")
   _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing; report the runs that exist under --out.")

@@ -135,7 +135,7 @@ def run_parity(cfg, params, tokens, *, dtype="float32", device="auto", lowering=
 
   from npu_backend.device import select_device  # noqa: PLC0415
   from npu_backend.export.trace import export_function  # noqa: PLC0415
-  from npu_backend.ops.lowering import Lowering  # noqa: PLC0415
+  from npu_backend.fused.lowering import Lowering  # noqa: PLC0415
   from npu_backend.runtime.graph import build_module, to_torch  # noqa: PLC0415
 
   m = cfg.model.copy_and_resolve_references()

@@ -1,7 +1,8 @@
-"""JAX parameters (or a trainer checkpoint) -> a torch state_dict in safetensors, and back.
+"""JAX parameters (or a trainer checkpoint) -> a torch state_dict in safetensors; reading a safetensors file back
+gives torch tensors by name (there is no import of a torch state_dict into JAX parameters).
 
 Two layouts:
-  "jax"    flat JAX names, JAX shapes (layers stacked): what an exported graph consumes (`graph.safetensors`).
+  "jax"    flat JAX names, JAX shapes (layers stacked): what an exported graph consumes (`weights.safetensors`).
   "torch"  per-layer names in the DeepSeek-V3 / openPangu (vLLM) convention, torch Linear layout (out, in):
            the form other PyTorch code expects.
 

@@ -1,7 +1,7 @@
 """The Pangu config: schema, defaults and validation, in one place.
 
 A config has four sections: `model`, `data`, `train`, `parallel` (names fixed by
-CONTRACTS.md). Preset files under `configs/pangu/` start from `base_config()`
+docs/contracts.md). Preset files under `configs/pangu/` start from `base_config()`
 and change what differs, so every preset carries every field and the schema
 below is the single statement of what each field may hold.
 """

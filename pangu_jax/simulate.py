@@ -1,6 +1,6 @@
 """`python -m pangu_jax.simulate`: predict step time, tokens/s, MFU and memory before paying for a run.
 
-Modes (CONTRACTS.md):
+Modes (docs/contracts.md):
   --config=F --hardware=H [--plan=k=v,...] [--json]   one plan (keys: tp pp vpp ep dp mbs gbs seq devices remat
                                                        hier_a2a overlap tp_extend_ep dtype; defaults from F)
   --config=F --hardware=H --search [--json]            ranked fitting plans (fixed keys from --plan);

@@ -154,22 +154,22 @@ def test_sequence_parallel_layers_compute_nothing_twice():
 
 
 def test_every_padding_placement_is_listed_once():
-  from pangu_jax.sim import placement  # noqa: PLC0415
+  from pangu_jax.sim import pipeline_placement  # noqa: PLC0415
 
-  all_ = [tuple(c) for c in placement.pad_placements(62, 32)]
+  all_ = [tuple(c) for c in pipeline_placement.pad_placements(62, 32)]
   assert len(all_) == len(set(all_)) == 33 * 32 // 2  # 2 no-op slots in 32 chunks: C(32 + 1, 2)
   assert all(sum(c) == 62 and max(c) <= 2 for c in all_)
   # ours: as even as possible, the extra layers first: the paper's two no-op slots land in chunks 30 and 31
-  assert tuple(placement.default_counts(62, 32)) == (2,) * 30 + (1, 1)
-  assert tuple(placement.default_counts(67, 32)) == (3,) * 3 + (2,) * 29  # 66 layers + MTP: no empty chunk
-  assert placement.default_counts(62, 1) == [62]
+  assert tuple(pipeline_placement.default_counts(62, 32)) == (2,) * 30 + (1, 1)
+  assert tuple(pipeline_placement.default_counts(67, 32)) == (3,) * 3 + (2,) * 29  # 66 layers + MTP: no empty chunk
+  assert pipeline_placement.default_counts(62, 1) == [62]
 
 
 def test_paper_pipeline_tables_follow_the_placement_and_bounds():
-  """Each chunk's row in predict's time tables is the total of the layers placement.place puts in that chunk
+  """Each chunk's row in predict's time tables is the total of the layers pipeline_placement.place puts in that chunk
   (chunk c = stage c % p, local chunk c // p) plus its p2p share; the step respects m t_max from below and the
   every-chunk-at-its-maximum schedule from above."""
-  from pangu_jax.sim import placement  # noqa: PLC0415
+  from pangu_jax.sim import pipeline_placement  # noqa: PLC0415
 
   cfg = _paper_cfg()
   hw = load_hardware("ascend_a2")
@@ -177,9 +177,10 @@ def test_paper_pipeline_tables_follow_the_placement_and_bounds():
   r = predict(cfg, hw, plan)
   p, v, m = plan.pp, plan.vpp, r["microbatches"]
   tf, tb = r["chunk_times_s"]["fwd"], r["chunk_times_s"]["bwd"]
+  chunks = pipeline_placement.place(cfg.model, plan)
   share = (r["stage_time_per_microbatch_s"] - max(sum(r["layer_times_s"][k]["total"] for k in st)
-                                                  for st in placement.stages_of(placement.place(cfg.model, plan), p)))
-  for c, kinds in enumerate(placement.place(cfg.model, plan)):
+                                                  for st in pipeline_placement.stages_of(chunks, p)))
+  for c, kinds in enumerate(chunks):
     expect = sum(r["layer_times_s"][k]["total"] for k in kinds) + share / v
     assert tf[c % p][c // p] + tb[c % p][c // p] == pytest.approx(expect), c
   t_max = r["stage_time_per_microbatch_s"]

@@ -1,4 +1,4 @@
-"""Pangu Ultra MoE 718B as published (see ../shared/reference/pangu_ultra_moe.md).
+"""Pangu Ultra MoE 718B as published (see docs/reference/pangu_ultra_moe.md).
 
 61 layers (3 dense + 58 MoE), d=7680, MLA with DeepSeek-V3's dims, 256 routed experts top-8 + 1 shared,
 expert width 2048, dense FFN 18432, sigmoid router with selection bias, one MTP layer.

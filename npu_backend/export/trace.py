@@ -9,7 +9,7 @@ jaxprs are resolved at export time:
   scan  -> unrolled, `length` copies of the body (its scope gains `scan<k>[i]`, e.g. the layer index);
   cond  -> every branch emitted, outputs selected by the branch index (pure branches, so same values);
   while -> one `_while` node carrying its condition and body as nested IR graphs.
-Anything else not in the torch op table stops the export with an error naming the
+Anything else not in the torch primitive table (runtime/primitives.py) stops the export with an error naming the
 primitive and the user source line that produced it.
 
 The torch side (npu_backend.runtime) turns the IR into a torch.fx GraphModule.
@@ -25,7 +25,7 @@ import jax
 import jax.extend as jex
 import numpy as np
 
-from npu_backend.runtime.ops import MULTI_OUTPUT, OPS
+from npu_backend.runtime.primitives import MULTI_OUTPUT, OPS
 from pangu_jax.model.regions import parse_tag
 
 INLINE = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",

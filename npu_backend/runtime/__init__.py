@@ -1,4 +1,4 @@
-"""Run exported graphs with torch alone (no JAX): op table, fx builder, save/load."""
+"""Run exported graphs with torch alone (no JAX): primitive table (primitives.py), fx builder, save/load."""
 
 from npu_backend.runtime.graph import ExportError, build_module, load, save
 

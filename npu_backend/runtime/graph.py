@@ -5,7 +5,7 @@ An export directory holds:
   weights.safetensors every weight (JAX parameter names, JAX layouts) and array constant of the graph
 Loading reads JSON and safetensors only (never pickle) and imports torch only (never JAX).
 
-`lowering` (optional) maps a node's scope to a replacement: see npu_backend.runtime.fused.
+`lowering` (optional) maps a `_region` node to a replacement: see npu_backend.fused.lowering.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import torch
 import torch.fx
 
-from npu_backend.runtime.ops import DTYPES, MULTI_OUTPUT, OPS
+from npu_backend.runtime.primitives import DTYPES, MULTI_OUTPUT, OPS
 from runkit.atomic import atomic_path, atomic_write_json
 
 GRAPH_FILE = "graph.json"

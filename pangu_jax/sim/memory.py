@@ -14,7 +14,7 @@ import json
 
 from pangu_jax.params import count_params
 from pangu_jax.sim.ops import BYTES, CPU_GMM_BLOCK
-from pangu_jax.sim.placement import place, stages_of
+from pangu_jax.sim.pipeline_placement import place, stages_of
 from pangu_jax.sim.schedule import inflight_chunks
 
 GB = 1e9
@@ -109,7 +109,7 @@ def offloaded_bytes(m, plan, kind: str) -> float:
 
 
 def stage_layers(m, plan) -> list:
-  """Layer kinds of each stage (pp stages, each the union of its vpp chunks; pangu_jax.sim.placement)."""
+  """Layer kinds of each stage (pp stages, each the union of its vpp chunks; pangu_jax.sim.pipeline_placement)."""
   return stages_of(place(m, plan), plan.pp)
 
 

@@ -1,4 +1,4 @@
-"""A parallel plan: the keys of `simulate --plan=k=v,...` (CONTRACTS.md), their defaults and consistency checks.
+"""A parallel plan: the keys of `simulate --plan=k=v,...` (docs/contracts.md), their defaults and consistency checks.
 
 Our definitions: devices = tp * pp * dp; the expert-parallel group lives inside the (dp x tp) devices of a
 stage: with tp_extend_ep the experts are split over ep * tp devices (each expert whole), otherwise over ep

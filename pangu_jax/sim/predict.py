@@ -3,7 +3,7 @@
 Per layer kind: compute (ops.py forward, backward, recomputation under the remat policy) plus communication
 (TP all-gather / reduce-scatter with sequence parallelism, EP dispatch/combine all-to-all); EP communication
 is hidden under compute when `overlap` (at most the compute of the other micro-batch, times overlap_eff).
-Chunks hold layers in order (placement.py); the pipeline time is Megatron's schedule run with each chunk's own
+Chunks hold layers in order (pipeline_placement.py); the pipeline time is Megatron's schedule run with each chunk's own
 forward and backward time (schedule.simulate; the slowest stage bounds it, the others set the ramp); then the
 data-parallel gradient reduce-scatter and parameter all-gather (overlapped with the backward when `overlap`)
 and the optimizer step. MFU = tokens/s x model FLOPs per token (pangu_jax.flops, MTP excluded, the reference's
@@ -17,7 +17,7 @@ import functools
 from pangu_jax.flops import train_flops_per_token
 from pangu_jax.sim import comm, ops
 from pangu_jax.sim.memory import _key, layer_activation_bytes, memory_per_device, param_split
-from pangu_jax.sim.placement import place, stages_of
+from pangu_jax.sim.pipeline_placement import place, stages_of
 from pangu_jax.sim.schedule import pipeline_time, simulate
 
 DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "pp_comm", "bubble", "dp_comm_exposed",

@@ -57,7 +57,7 @@ def stage_order(p: int, m: int, v: int, rank: int) -> list:
 
 def chunk_times(p: int, v: int, t) -> list:
   """A p x v table of per-chunk times from `t`: a per-stage total (float; each chunk takes 1/v of it) or already
-  a table `t[stage][chunk]` (stages whose chunks hold different layers, pangu_jax.sim.placement)."""
+  a table `t[stage][chunk]` (stages whose chunks hold different layers, pangu_jax.sim.pipeline_placement)."""
   if isinstance(t, (int, float)):
     return [[float(t) / v] * v for _ in range(p)]
   rows = [list(map(float, row)) for row in t]

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import REPO, small_model_cfg  # noqa: E402
 
-from npu_backend.ops import reference  # noqa: E402
+from npu_backend.fused import reference  # noqa: E402
 from npu_backend.parity import far_from_uniform, routing_agreement, run_parity  # noqa: E402
 from pangu_jax.config import base_config  # noqa: E402
 from pangu_jax.model import transformer  # noqa: E402

@@ -1,4 +1,4 @@
-"""A mock `torch_npu` for CI: the fused ops backed by npu_backend.ops.reference, and an `npu` device alias.
+"""A mock `torch_npu` for CI: the fused ops backed by npu_backend.fused.reference, and an `npu` device alias.
 
 Put `npu_backend/testing/mock_torch_npu` first on sys.path (the parity binary's `--mock_npu` does this) and
 `import torch_npu` succeeds on any machine; `torch.npu.is_available()` is True with one device; tensors for
@@ -10,7 +10,7 @@ import types
 
 import torch
 
-from npu_backend.ops.reference import OPS as _OPS
+from npu_backend.fused.reference import OPS as _OPS
 
 __version__ = "0.0+mock"
 MOCK_DEVICE = "cpu"

@@ -4,7 +4,7 @@
 `_region` node it returns an adapter that calls the provider's fused op with the region's inputs and
 returns exactly the region's outputs; for anything else (or a region setting the op cannot express) it
 returns None and the portable decomposition runs. Providers: "torch_npu" (the real plugin, on an NPU) and
-"reference" (npu_backend.ops.reference: the same signatures in plain torch, used on CPU, in tests and by
+"reference" (npu_backend.fused.reference: the same signatures in plain torch, used on CPU, in tests and by
 the mock torch_npu).
 
 Region -> op:
@@ -28,7 +28,7 @@ PROVIDERS = ("torch_npu", "reference")
 
 
 def _ops(provider: str):
-  return importlib.import_module("torch_npu" if provider == "torch_npu" else "npu_backend.ops.reference")
+  return importlib.import_module("torch_npu" if provider == "torch_npu" else "npu_backend.fused.reference")
 
 
 def _inverse(perm: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Reference implementations of the torch_npu fused ops this model maps to, with op-plugin signatures.
 
 Each function has the name, arguments, outputs and index conventions of the `torch_npu.npu_*` op (from
-Ascend's op-plugin documentation, abridged in ../shared/reference/npu_backend.md) and computes it with plain
+Ascend's op-plugin documentation, abridged in docs/reference/npu_backend.md) and computes it with plain
 torch, so the NPU lowering path runs, and is tested against the JAX decomposition, anywhere. Where the
 public docs leave a convention open, the docstring says which reading we implement ("our reading"); verify
 those against the real op on an NPU before trusting a fused run.
