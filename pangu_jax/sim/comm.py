@@ -34,25 +34,26 @@ def _measured(hw, kind, n, per_device_bytes):
   return None
 
 
-def all_gather(hw, n: int, out_bytes: float, across_nodes: bool | None = None) -> float:
-  """Gather a tensor of `out_bytes` (the gathered size) over n devices."""
-  if n <= 1 or out_bytes <= 0:
+def _ring(hw, kind: str, n: int, total_bytes: float, across_nodes: bool | None) -> float:
+  """A ring all-gather or reduce-scatter of a `total_bytes` tensor (gathered size / input size) over n devices:
+  the measured table when calibrated, else n-1 steps of latency plus (n-1)/n of the bytes over the bottleneck."""
+  if n <= 1 or total_bytes <= 0:
     return 0.0
-  m = _measured(hw, "all_gather", n, out_bytes / n)
+  m = _measured(hw, kind, n, total_bytes / n)
   if m is not None:
     return m
   bw, lat = _link(hw, n, across_nodes if across_nodes is not None else True)
-  return (n - 1) * lat + out_bytes * (n - 1) / n / bw
+  return (n - 1) * lat + total_bytes * (n - 1) / n / bw
+
+
+def all_gather(hw, n: int, out_bytes: float, across_nodes: bool | None = None) -> float:
+  """Gather a tensor of `out_bytes` (the gathered size) over n devices."""
+  return _ring(hw, "all_gather", n, out_bytes, across_nodes)
 
 
 def reduce_scatter(hw, n: int, in_bytes: float, across_nodes: bool | None = None) -> float:
-  if n <= 1 or in_bytes <= 0:
-    return 0.0
-  m = _measured(hw, "reduce_scatter", n, in_bytes / n)
-  if m is not None:
-    return m
-  bw, lat = _link(hw, n, across_nodes if across_nodes is not None else True)
-  return (n - 1) * lat + in_bytes * (n - 1) / n / bw
+  """Reduce-scatter a tensor of `in_bytes` (the unreduced size) over n devices."""
+  return _ring(hw, "reduce_scatter", n, in_bytes, across_nodes)
 
 
 def all_reduce(hw, n: int, nbytes: float, across_nodes: bool | None = None) -> float:
