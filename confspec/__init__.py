@@ -61,7 +61,8 @@ class Field:
   """One config field: kind, default, allowed range and meaning, declared together.
 
   Attributes:
-    kind: bool, int, float, str, or tuple (a list field). An int is accepted where float is asked.
+    kind: bool, int, float, str, or tuple (a list field; `list` means the same). An int is accepted where
+      float is asked.
     default: the value `defaults` puts in the config (a list field's default as a tuple); REQUIRED = none.
     lo, hi: inclusive bounds for numbers (None = unbounded); for a list field, bounds of each item.
     choices: the allowed values, for enumerations (for a list field, of each item).
@@ -86,6 +87,8 @@ class Field:
   doc: str = ""
 
   def __post_init__(self):
+    if self.kind is list:  # the same list field: the config holds tuples (what config_flags overrides as a list)
+      object.__setattr__(self, "kind", tuple)
     if (self.kind is tuple) != (self.item is not None):
       raise TypeError("Field: a list field needs kind=tuple and an `item`; other kinds take no `item`")
     if self.kind is tuple and isinstance(self.item, Field) and (self.lo, self.hi, self.choices) != (None,) * 3:

@@ -1,5 +1,6 @@
 """Config loading and validation: presets pass; bad values fail with one line naming the field."""
 
+import glob
 import json
 import os
 import subprocess
@@ -205,18 +206,49 @@ def test_rl_binary_accepts_a_list_override(tmp_path):
   assert proc.returncode == 2 and len(lines) == 1 and "pead.switch_steps" in lines[0], proc.stderr
 
 
+def _old_workdir_config() -> dict:
+  """A config.json as workdirs saved it before lists were lists (and before LCRL and CS3 existed)."""
+  from control_brax.rl.config import base_rl_config
+
+  d = json.loads(json.dumps(base_rl_config("ppo").to_dict()))
+  d["env"].update(action_dims="x,y,z,rx,ry,rz", action_groups="")
+  for algo in ("ppo", "ddpg"):
+    d[algo]["hidden"] = "64,64"
+    del d[algo]["lcrl_graph"], d[algo]["lcrl_hidden"]
+  d["pead"].update(enabled=True, stages="x,y;z;rx,ry;rz|", switch_steps="30000")
+  del d["cs3"]
+  return d
+
+
 def test_old_workdir_configs_with_string_lists_still_load():
-  """Committed workdirs saved lists as strings ('64,64', 'x,y;z;rx,ry;rz|', '30000'); `from_saved` reads them."""
+  """Old workdirs saved lists as strings ('64,64', 'x,y;z;rx,ry;rz|', '30000'); `from_saved` reads them."""
   from control_brax.rl.config import from_saved
 
-  with open(os.path.join(REPO, "results", "pead_l_shape", "runs", "ppo_rl_compliance_pead", "config.json")) as f:
-    saved = json.load(f)
-  assert saved["ppo"]["hidden"] == "64,64" and saved["pead"]["stages"] == "x,y;z;rx,ry;rz|"
-  cfg = from_saved(saved)
+  cfg = from_saved(_old_workdir_config())
   assert cfg.ppo.hidden == (64, 64) and cfg.pead.switch_steps == (30000,)
   assert cfg.pead.stages == ((("x", "y"), ("z",), ("rx", "ry"), ("rz",)), ())
   assert cfg.env.action_dims == ("x", "y", "z", "rx", "ry", "rz") and cfg.env.action_groups == ()
-  assert cfg.ppo.lcrl_hidden == () and "cs3" in cfg  # fields added since then: their defaults
-  saved["ppo"]["hidden"] = "64,abc"
+  assert cfg.ppo.lcrl_hidden == () and cfg.cs3.samples == 4096  # fields added since then: their defaults
+  old = _old_workdir_config()
+  old["ppo"]["hidden"] = "64,abc"
   with pytest.raises(ConfigError, match=r"^config\.ppo\.hidden: item 1 'abc' is not an integer"):
-    from_saved(saved)
+    from_saved(old)
+
+
+def _committed_rl_workdir_configs() -> list[str]:
+  paths = sorted(glob.glob(os.path.join(REPO, "results", "**", "config.json"), recursive=True))
+  out = []
+  for path in paths:
+    with open(path) as f:
+      if "env" in json.load(f):  # an RL workdir (pangu_jax workdirs have model/train/...)
+        out.append(path)
+  return out
+
+
+@pytest.mark.parametrize("path", _committed_rl_workdir_configs(), ids=lambda p: os.path.relpath(p, REPO))
+def test_committed_rl_workdir_configs_load(path):
+  """Every committed RL workdir's config.json (old string forms) loads (Bazel's runfiles hold none: no cases)."""
+  from control_brax.rl.config import from_saved
+
+  with open(path) as f:
+    assert from_saved(json.load(f)).ppo.hidden == (64, 64)
