@@ -33,11 +33,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 from brax import envs  # noqa: E402
 from brax.envs.wrappers.training import EpisodeWrapper  # noqa: E402
 
 from control_brax.rl import ppo  # noqa: E402
+from control_brax.rl.config import base_rl_config  # noqa: E402
 
 EPISODE = 1000
 # Brax's published settings for inverted_pendulum; ours below uses the same sample-level figures.
@@ -67,11 +67,12 @@ def ours(target: float, max_steps: int, own: bool = False) -> dict:
   4x the gradient steps per env step)."""
   env = EpisodeWrapper(envs.get_environment("inverted_pendulum", backend="mjx"), EPISODE, 1)
   num_envs, rollout, minibatches = (256, 40, 8) if own else (NUM_ENVS, STEPS_PER_ITER // NUM_ENVS, MINIBATCHES)
-  cfg = ml_collections.ConfigDict(dict(
+  cfg = base_rl_config("ppo").ppo  # the declared PPO section, with Brax's sample-level settings
+  cfg.update(
       num_envs=num_envs, rollout_len=rollout, epochs=EPOCHS, minibatches=minibatches,
       learning_rate=COMMON["learning_rate"], gamma=COMMON["discounting"], gae_lambda=COMMON["gae_lambda"],
       clip_eps=COMMON["clipping_epsilon"], ent_coef=COMMON["entropy_cost"], vf_coef=0.5, max_grad_norm=1.0,
-      hidden="64,64", init_log_std=0.0, normalize_obs=True, reward_scale=COMMON["reward_scaling"]))
+      hidden=(64, 64), init_log_std=0.0, normalize_obs=True, reward_scale=COMMON["reward_scaling"])
   who = "ours_own_settings" if own else "ours"
   eval_every = 40_960 if own else STEPS_PER_ITER
   algo = ppo.make(env, cfg)

@@ -1,4 +1,4 @@
-"""Config schemas and validation shared by every binary in the repository.
+"""Config declarations, defaults and validation shared by every binary in the repository.
 
 Every binary loads an `ml_collections` config file through absl `config_flags`
 (`--config=FILE`, overrides as `--config.a.b=v`) and then calls `validate`
@@ -7,11 +7,27 @@ produces exactly one line that names the field and the allowed range, so that a
 typo costs seconds instead of a traceback from deep inside XLA twenty minutes
 into a run.
 
-A schema is a nested dict: section name -> dict, field name -> `Field`.
+Our definitions:
+
+* A *schema* is a nested dict: section name -> dict, field name -> `Field`. It is
+  also the declaration of the defaults: each field is declared once, with its
+  kind, default, range and meaning together, and `defaults(schema)` builds the
+  `ml_collections.ConfigDict` every config file starts from. A field declared
+  without a default (`REQUIRED`) must be set by whoever builds the config.
+* A *list field* has kind `tuple` and an `item` (a kind, or a `Field` for nested
+  lists); `lo`, `hi`, `choices` then constrain each item. The config holds a
+  tuple (a list, as JSON gives back, is accepted too). A bad item is named by its
+  index: `config.ppo.hidden: item 1 'abc' is not an integer; allowed: ...`, and
+  for nested lists by the dotted index path (`item 0.1` = item 1 of item 0).
+* On the command line a list is `--config.ppo.hidden=64,64` (or a Python literal,
+  `--config.ppo.hidden='(64, 64)'`, which nested lists need:
+  `--config.env.action_groups="(('x', 'y'), ('z',), ('rx', 'ry'), ('rz',))"`);
+  an empty value is the empty list. `run` installs that parser.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -19,61 +35,168 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["ConfigError", "Field", "validate", "exit_on_error", "run", "to_dict"]
+__all__ = ["ConfigError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "run", "to_dict",
+           "parse_list_flag", "install_flag_parsers"]
 
 
 class ConfigError(ValueError):
   """A config value is unknown, of the wrong type or out of range (one line)."""
 
 
-_KIND_NAMES = {bool: "a bool", int: "an integer", float: "a number", str: "a string"}
+class _Required:
+  """The default of a field that has none: the config must set it."""
+
+  def __repr__(self) -> str:
+    return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+_KIND_NAMES = {bool: "a bool", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
+_KIND_PLURALS = {bool: "bools", int: "integers", float: "numbers", str: "strings", tuple: "lists"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-  """Type and allowed range of one config field.
+  """One config field: kind, default, allowed range and meaning, declared together.
 
   Attributes:
-    kind: bool, int, float or str. An int is accepted where float is asked.
-    lo, hi: inclusive bounds for numbers (None = unbounded).
-    choices: the allowed values, for enumerations.
+    kind: bool, int, float, str, or tuple (a list field; `list` means the same). An int is accepted where
+      float is asked.
+    default: the value `defaults` puts in the config (a list field's default as a tuple); REQUIRED = none.
+    lo, hi: inclusive bounds for numbers (None = unbounded); for a list field, bounds of each item.
+    choices: the allowed values, for enumerations (for a list field, of each item).
     lo_open: if True the lower bound is exclusive (e.g. a learning rate > 0).
-    doc: one-line meaning, shown by `describe`.
+    item: list fields only: each item's kind (with lo/hi/choices above) or a `Field` (nested lists).
+    length: list fields only: the exact number of items (None = any).
+    min_len: list fields only: the least number of items.
+    unique: list fields only: no item may repeat.
+    doc: one-line meaning.
   """
 
   kind: type
+  default: Any = REQUIRED
   lo: float | None = None
   hi: float | None = None
   choices: tuple[Any, ...] | None = None
   lo_open: bool = False
+  item: Any = None
+  length: int | None = None
+  min_len: int = 0
+  unique: bool = False
   doc: str = ""
 
+  def __post_init__(self):
+    if self.kind is list:  # the same list field: the config holds tuples (what config_flags overrides as a list)
+      object.__setattr__(self, "kind", tuple)
+    if (self.kind is tuple) != (self.item is not None):
+      raise TypeError("Field: a list field needs kind=tuple and an `item`; other kinds take no `item`")
+    if self.kind is tuple and isinstance(self.item, Field) and (self.lo, self.hi, self.choices) != (None,) * 3:
+      raise TypeError("Field: with item=Field(...), put lo/hi/choices on the item")
+    if self.default is not REQUIRED:
+      object.__setattr__(self, "default", self.coerce(self.default))
+
+  def coerce(self, value: Any) -> Any:
+    """`value` in the form the config holds: lists as tuples, an int of a float field as a float (ConfigDict
+    keeps a field's type, so a float field must start as a float)."""
+    if self.kind is tuple and isinstance(value, (list, tuple)):
+      item = self.item_field()
+      return tuple(item.coerce(v) for v in value)
+    if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+      return float(value)
+    return value
+
+  def item_field(self) -> Field:
+    """The Field each item of a list field must satisfy."""
+    if isinstance(self.item, Field):
+      return self.item
+    return Field(self.item, lo=self.lo, hi=self.hi, choices=self.choices, lo_open=self.lo_open)
+
   def allowed(self) -> str:
+    if self.kind is tuple:
+      return "a " + self._list_words()
     if self.choices is not None:
       return "one of " + ", ".join(repr(c) for c in self.choices)
-    parts = [_KIND_NAMES.get(self.kind, self.kind.__name__)]
+    return " ".join([_KIND_NAMES.get(self.kind, self.kind.__name__), *self._range_words()])
+
+  def _range_words(self) -> list[str]:
+    parts = []
     if self.lo is not None:
       parts.append(("> " if self.lo_open else ">= ") + _fmt(self.lo))
     if self.hi is not None:
       parts.append("<= " + _fmt(self.hi))
-    return " ".join(parts)
+    return parts
 
-  def check(self, path: str, value: Any) -> None:
-    ok_type = (isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool)))
+  def _list_words(self) -> str:
+    """'list of 6 numbers > 0', 'non-empty list of distinct values from 'x', 'y''."""
+    size = "non-empty " if self.min_len == 1 and self.length is None else ""
+    count = f"{self.length} " if self.length is not None else ""
+    at_least = f" (at least {self.min_len})" if self.min_len > 1 else ""
+    distinct = "distinct " if self.unique else ""
+    return f"{size}list of {count}{distinct}{self.item_field()._plural()}{at_least}"
+
+  def _plural(self) -> str:
+    if self.kind is tuple:
+      return self._list_words().replace("list of", "lists of", 1)
+    if self.choices is not None:
+      return "values from " + ", ".join(repr(c) for c in self.choices)
+    return " ".join([_KIND_PLURALS.get(self.kind, self.kind.__name__), *self._range_words()])
+
+  def problem(self, value: Any) -> tuple[list[int], str] | None:
+    """None if `value` is allowed, else (index path into a list, what is wrong with the value there)."""
+    if self.kind is tuple:
+      return self._list_problem(value)
+    ok_type = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
     if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
       ok_type = True
     if not ok_type:
-      raise ConfigError(f"{path}: {value!r} is not {_KIND_NAMES.get(self.kind, self.kind)}; allowed: {self.allowed()}")
+      return [], f"{value!r} is not {_KIND_NAMES.get(self.kind, self.kind)}"
     if self.choices is not None and value not in self.choices:
-      raise ConfigError(f"{path}: {value!r} is not allowed; allowed: {self.allowed()}")
+      return [], f"{value!r} is not allowed"
     if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
-      raise ConfigError(f"{path}: {value!r} is out of range; allowed: {self.allowed()}")
+      return [], f"{value!r} is out of range"
     if self.hi is not None and value > self.hi:
-      raise ConfigError(f"{path}: {value!r} is out of range; allowed: {self.allowed()}")
+      return [], f"{value!r} is out of range"
+    return None
+
+  def _list_problem(self, value: Any) -> tuple[list[int], str] | None:
+    if isinstance(value, str):
+      example = f" (e.g. {_py(self.default)})" if self.default not in (REQUIRED, ()) else ""
+      return [], f"{value!r} is a string, not a list{example}"
+    if not isinstance(value, (list, tuple)):
+      return [], f"{value!r} is not a list"
+    if (self.length is not None and len(value) != self.length) or len(value) < self.min_len:
+      return [], f"{_py(value)} has {len(value)} item{'' if len(value) == 1 else 's'}"
+    item = self.item_field()
+    for i, v in enumerate(value):
+      got = item.problem(v)
+      if got is not None:
+        return [i, *got[0]], got[1]
+      if self.unique and v in value[:i]:
+        return [i], f"{_py(v)} repeats an earlier item"
+    return None
+
+  def check(self, path: str, value: Any) -> None:
+    """Raises ConfigError (one line naming `path` and the allowed values) unless `value` is allowed."""
+    got = self.problem(value)
+    if got is None:
+      return
+    where, what = got
+    at = f"item {'.'.join(map(str, where))} " if where else ""
+    raise ConfigError(f"{path}: {at}{what}; allowed: {self.allowed()}")
 
 
 def _fmt(x: float) -> str:
   return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _as_tuples(v: Any) -> Any:
+  return tuple(_as_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _py(v: Any) -> str:
+  """A list value as the user would write it (tuples, JSON lists alike)."""
+  return repr(_as_tuples(v))
 
 
 def to_dict(config: Any) -> dict:
@@ -81,6 +204,42 @@ def to_dict(config: Any) -> dict:
   if isinstance(config, ml_collections.ConfigDict):
     return config.to_dict()
   return dict(config)
+
+
+def defaults(schema: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The ConfigDict of every declared default in `schema` (fields without one are left out).
+
+  `overrides` maps dotted paths ('train.total_env_steps') to values that replace
+  the declared default, for configs whose defaults depend on a choice (e.g. the
+  RL algorithm); each must name a declared field and is checked against it.
+  Raises:
+    ConfigError: an override names no field, or a value is not allowed.
+  """
+  out = _defaults(schema, "config")
+  for path, value in (overrides or {}).items():
+    *parents, key = path.split(".")
+    spec, section = schema, out
+    for p in parents:
+      if not isinstance(spec.get(p), Mapping):
+        raise ConfigError(f"config.{path}: unknown field")
+      spec, section = spec[p], section[p]
+    if not isinstance(spec.get(key), Field):
+      raise ConfigError(f"config.{path}: unknown field")
+    spec[key].check(f"config.{path}", value)
+    section[key] = spec[key].coerce(value)
+  return out
+
+
+def _defaults(schema: Mapping[str, Any], path: str) -> ml_collections.ConfigDict:
+  out = {}
+  for key, spec in schema.items():
+    if isinstance(spec, Field):
+      if spec.default is not REQUIRED:
+        spec.check(f"{path}.{key}", spec.default)  # a declaration whose default breaks its own range is a bug
+        out[key] = spec.default
+    else:
+      out[key] = _defaults(spec, f"{path}.{key}")
+  return ml_collections.ConfigDict(out)
 
 
 def validate(
@@ -152,9 +311,51 @@ def _override_error(argv: Sequence[str], err: Exception) -> str:
   return f"config override failed: {err}"
 
 
+def _literal_or_text(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_list_flag(argument: Any) -> tuple:
+  """The tuple a `--config.a.b=...` list override means: '64,64' -> (64, 64), 'x,y' -> ('x', 'y'),
+  '64,abc' -> (64, 'abc') (validation then names the bad item), '' -> (), a Python literal -> itself."""
+  if isinstance(argument, tuple):
+    return argument
+  if isinstance(argument, list):
+    return tuple(argument)
+  if argument is None:
+    return ()
+  if not isinstance(argument, str):
+    return (argument,)
+  text = argument.strip()
+  if not text:
+    return ()
+  value = _literal_or_text(text)
+  if isinstance(value, (tuple, list)):
+    return tuple(value)
+  if value is not text:
+    return (value,)
+  return tuple(_literal_or_text(p.strip()) for p in text.split(",") if p.strip())
+
+
+def install_flag_parsers() -> None:
+  """Makes `config_flags` parse every list (tuple-valued) field's override with `parse_list_flag`."""
+  from ml_collections.config_flags import config_flags, tuple_parser  # noqa: PLC0415
+
+  class ListParser(tuple_parser.TupleParser):  # a TupleParser: config_flags then treats the flag as a list flag
+    def parse(self, argument):
+      return parse_list_flag(argument)
+
+  config_flags.register_flag_parser_for_type(tuple, ListParser())
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """`absl.app.run` with one-line errors for bad flags, config overrides and config values (exit code 2)."""
   from absl import app, flags  # noqa: PLC0415
+
+  install_flag_parsers()
 
   def parse(argv):
     try:

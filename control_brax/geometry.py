@@ -31,49 +31,36 @@ import math
 
 import ml_collections
 
-from confspec import ConfigError, Field, validate
+from confspec import ConfigError, Field, defaults, validate
 
 PEG_SCHEMA = {
-    "name": Field(str),
-    "kind": Field(str, choices=("prism", "round")),
-    "radius": Field(float, lo=0, doc="round pegs: radius (m)"),
-    "round_segments": Field(int, lo=6, hi=64, doc="round holes: wall capsules in the ring"),
-    "length": Field(float, lo=0.005, hi=0.2, doc="peg length (m)"),
-    "mass": Field(float, lo=0.001, hi=10.0, doc="kg"),
-    "clearance": Field(float, lo=0.0001, hi=0.005, doc="nominal clearance per side (m), the smallest sampled"),
-    "hole_depth": Field(float, lo=0.002, hi=0.1, doc="m"),
-    "wall_margin": Field(float, lo=0.002, hi=0.1, doc="plate width around the cavity (m)"),
-    "chamfer_width": Field(float, lo=0, hi=0.01, doc="extra clearance per side at the mouth (m); 0 = none"),
-    "chamfer_height": Field(float, lo=0, hi=0.05, doc="height of the stepped chamfer (m)"),
+    "name": Field(str, "square"),
+    "kind": Field(str, "prism", choices=("prism", "round")),
+    "rects": Field(tuple, ((0.0, 0.0, 0.010, 0.010),), item=Field(tuple, item=float, length=4), min_len=1,
+                   doc="prism pegs: the section as rectangles (cx, cy, hx, hy) in metres, hx, hy > 0"),
+    "radius": Field(float, 0.0, lo=0, doc="round pegs: radius (m)"),
+    "round_segments": Field(int, 16, lo=6, hi=64, doc="round holes: wall capsules in the ring"),
+    "length": Field(float, 0.05, lo=0.005, hi=0.2, doc="peg length (m)"),
+    "mass": Field(float, 0.5, lo=0.001, hi=10.0, doc="kg"),
+    "clearance": Field(float, 0.0005, lo=0.0001, hi=0.005, doc="nominal clearance per side (m), the smallest sampled"),
+    "hole_depth": Field(float, 0.025, lo=0.002, hi=0.1, doc="m"),
+    "wall_margin": Field(float, 0.015, lo=0.002, hi=0.1, doc="plate width around the cavity (m)"),
+    "chamfer_width": Field(float, 0.0, lo=0, hi=0.01, doc="extra clearance per side at the mouth (m); 0 = none"),
+    "chamfer_height": Field(float, 0.0, lo=0, hi=0.05, doc="height of the stepped chamfer (m)"),
     "eval": {
-        "lateral_m": Field(float, lo=0, hi=0.02, doc="initial x, y error uniform in +-value"),
-        "tilt_deg": Field(float, lo=0, hi=20, doc="initial rx, ry error uniform in +-value"),
-        "yaw_deg": Field(float, lo=0, hi=45, doc="initial rz error uniform in +-value"),
-        "friction_lo": Field(float, lo=0, hi=2),
-        "friction_hi": Field(float, lo=0, hi=2),
-        "extra_clearance_m": Field(float, lo=0, hi=0.005, doc="clearance = nominal + uniform [0, value]"),
+        "lateral_m": Field(float, 0.002, lo=0, hi=0.02, doc="initial x, y error uniform in +-value"),
+        "tilt_deg": Field(float, 2.0, lo=0, hi=20, doc="initial rx, ry error uniform in +-value"),
+        "yaw_deg": Field(float, 3.0, lo=0, hi=45, doc="initial rz error uniform in +-value"),
+        "friction_lo": Field(float, 0.2, lo=0, hi=2),
+        "friction_hi": Field(float, 0.4, lo=0, hi=2),
+        "extra_clearance_m": Field(float, 0.0003, lo=0, hi=0.005, doc="clearance = nominal + uniform [0, value]"),
     },
 }
 
 
 def base_peg() -> ml_collections.ConfigDict:
-  """Defaults every peg file starts from (a 20 mm square peg, 0.5 mm clearance)."""
-  c = ml_collections.ConfigDict()
-  c.name = "square"
-  c.kind = "prism"
-  c.rects = ((0.0, 0.0, 0.010, 0.010),)
-  c.radius = 0.0
-  c.round_segments = 16
-  c.length = 0.05
-  c.mass = 0.5
-  c.clearance = 0.0005
-  c.hole_depth = 0.025
-  c.wall_margin = 0.015
-  c.chamfer_width = 0.0
-  c.chamfer_height = 0.0
-  c.eval = ml_collections.ConfigDict(dict(
-      lateral_m=0.002, tilt_deg=2.0, yaw_deg=3.0, friction_lo=0.2, friction_hi=0.4, extra_clearance_m=0.0003))
-  return c
+  """The declared defaults every peg file starts from (a 20 mm square peg, 0.5 mm clearance)."""
+  return defaults(PEG_SCHEMA)
 
 
 def _check_rects(c) -> None:
@@ -81,11 +68,8 @@ def _check_rects(c) -> None:
     if c.radius <= 0:
       raise ConfigError("peg.radius: must be > 0 for a round peg")
     return
-  rects = c.rects
-  if not isinstance(rects, (tuple, list)) or not rects:
-    raise ConfigError("peg.rects: must be a non-empty tuple of (cx, cy, hx, hy) in metres")
-  for i, r in enumerate(rects):
-    if len(r) != 4 or not all(isinstance(v, (int, float)) for v in r) or r[2] <= 0 or r[3] <= 0:
+  for i, r in enumerate(c.rects):  # the schema checked the shape: a list of (cx, cy, hx, hy)
+    if r[2] <= 0 or r[3] <= 0:
       raise ConfigError(f"peg.rects[{i}]: {r!r} must be (cx, cy, hx, hy) with hx, hy > 0 (m)")
     if min(r[2], r[3]) <= c.eval.extra_clearance_m:
       raise ConfigError(f"peg.rects[{i}]: half-sizes must exceed peg.eval.extra_clearance_m")
@@ -100,14 +84,7 @@ def _check_ranges(c) -> None:
 
 def validate_peg(c) -> ml_collections.ConfigDict:
   """Checks a peg file's config; raises ConfigError naming the field."""
-  d = c.to_dict() if isinstance(c, ml_collections.ConfigDict) else dict(c)
-  rects = d.pop("rects", None)
-  if rects is None:
-    raise ConfigError("peg.rects: missing field")
-  validate(d, PEG_SCHEMA, root="peg")  # rects (a tuple of (cx, cy, hx, hy)) is checked below
-  _check_rects(c)
-  _check_ranges(c)
-  return c
+  return validate(c, PEG_SCHEMA, checks=(_check_rects, _check_ranges), root="peg")
 
 
 # ----------------------------------------------------------------------------- decomposition

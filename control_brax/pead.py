@@ -2,9 +2,9 @@
 
 Grouping rule: action axes that play the same role are tied to one policy
 output (translational x/y together, tilts rx/ry together; z and yaw alone),
-written as `env.action_groups`, e.g. 'x,y;z;rx,ry;rz'. A run goes through
-`pead.stages`, each stage refining the previous one's groups, the last usually
-'' (one output per axis). At a switch (a step count, or a plateau of the
+written as `env.action_groups`, e.g. (('x', 'y'), ('z',), ('rx', 'ry'), ('rz',)). A
+run goes through `pead.stages`, each stage refining the previous one's groups, the
+last usually () (one output per axis). At a switch (a step count, or a plateau of the
 evaluation return) the networks grow so that the policy's output is unchanged:
 each new output copies the weights, bias and log-std of the group it came from;
 a critic's action inputs (DDPG) are split with weights divided by the group's
@@ -21,8 +21,10 @@ from control_brax.config import parse_axes, parse_groups
 from control_brax.rl import networks as nets
 
 
-def group_index(action_dims: str, old: str, new: str) -> tuple[list[int], list[int]]:
-  """(index, counts): new output j comes from old output index[j]; counts[i] = new outputs sharing old output i."""
+def group_index(action_dims, old, new) -> tuple[list[int], list[int]]:
+  """(index, counts): new output j comes from old output index[j]; counts[i] = new outputs sharing old output i.
+
+  `action_dims` is an `env.action_dims` value, `old` and `new` two `env.action_groups` values (PEAD stages)."""
   dims = parse_axes(action_dims, "env.action_dims")
   old_g = parse_groups(old, dims, "pead.stages")
   new_g = parse_groups(new, dims, "pead.stages")

@@ -107,18 +107,13 @@ def main(argv):
   if f.workdir:
     import json  # noqa: PLC0415
 
-    import ml_collections  # noqa: PLC0415
-
-    from control_brax.rl.config import load_rl_config, validate_rl  # noqa: PLC0415
+    from control_brax.rl.config import from_saved, load_rl_config  # noqa: PLC0415
 
     if f.config:
       cfg = load_rl_config(f.config)
-    else:  # the config the run saved (with every override it was trained with); JSON lists back to tuples
-      def tuples(d):
-        return {k: tuples(v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
+    else:  # the config the run saved (with every override it was trained with; older workdirs' forms too)
       with open(os.path.join(f.workdir, "config.json")) as fh:
-        cfg = validate_rl(ml_collections.ConfigDict(tuples(json.load(fh))))
+        cfg = from_saved(json.load(fh))
     env = cfg.env
     policy = agent_policy(cfg, f.workdir)
   else:

@@ -112,7 +112,7 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log,
                       flat=True)
   stages = pead_stages(cfg)
-  switch_at = [int(x) for x in cfg.pead.switch_steps.split(",") if x.strip()] if cfg.pead.enabled else []
+  switch_at = list(cfg.pead.switch_steps) if cfg.pead.enabled else []
 
   # Resume: the stage is in the newest checkpoint's metadata (it fixes the state's shapes).
   stage, ts, meta = 0, None, {}

@@ -34,11 +34,11 @@ import numpy as np
 import optax
 
 from control_brax import etcl
-from control_brax.config import parse_axes
+from control_brax.config import POSE_AXES, parse_axes
 from control_brax.rl import networks as nets
 
 
-def weights(fa: etcl.Features, fb: etcl.Features, action_dims: str = "x,y,z,rx,ry,rz",
+def weights(fa: etcl.Features, fb: etcl.Features, action_dims=POSE_AXES,
             law: str = "torque") -> np.ndarray:
   """Per-action-dimension weights in [0, 1] for the env's `action_dims` (the module docstring's rule), from the
   factors of the ETCL law the compliance was carried with (the transfer comparison's: v2, "torque")."""

@@ -54,7 +54,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.ddpg_env_steps = 300_000
   c.evals_per_run = 10
   c.eval_envs = 64  # evaluation episodes per seed per evaluation
-  c.pead_stages = "x,y;z;rx,ry;rz|"  # translational x/y tied, tilts tied, z and yaw alone; then one output per axis
+  # translational x/y tied, tilts tied, z and yaw alone; then one output per axis (a `pead.stages` value)
+  c.pead_stages = ((("x", "y"), ("z",), ("rx", "ry"), ("rz",)), ())
   c.pead_switch_fraction = 0.25  # switch after this fraction of the budget
   c.success_threshold = 0.8
   c.notes = ""  # free text printed in the report (e.g. what else shared the machine)
@@ -87,8 +88,8 @@ def run_config(exp, algo: str, variant: str) -> ml_collections.ConfigDict:
   if variant == "rl_compliance_pead":
     c.pead.enabled = True
     c.pead.stages = exp.pead_stages
-    n_switch = len(exp.pead_stages.split("|")) - 1
-    c.pead.switch_steps = ",".join(str(int(budget * exp.pead_switch_fraction * (i + 1))) for i in range(n_switch))
+    n_switch = len(exp.pead_stages) - 1
+    c.pead.switch_steps = tuple(int(budget * exp.pead_switch_fraction * (i + 1)) for i in range(n_switch))
   if variant == "rl_compliance_lcrl":
     c[algo].lcrl_graph = exp.lcrl_graph.format(peg=exp.peg)
   if variant == "rl_compliance_lcrl_full":

@@ -33,7 +33,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
-from confspec import ConfigError, Field, validate
+from confspec import ConfigError, Field, defaults, validate
 from pangu_jax.config import SCHEMA as PANGU_SCHEMA
 from pangu_jax.config import _cross_checks, base_config
 from pangu_jax.model import transformer
@@ -46,18 +46,18 @@ GRANULARITIES = ("micro_batch", "ep_group", "global_batch")
 STABILITY_ARMS = {"dssn_tinyinit": (True, True), "prenorm_stdinit": (False, False)}
 
 STUDY_SCHEMA = {
-    "seeds": Field(int, lo=1, hi=8, doc="seeds per arm"),
-    "balance_steps": Field(int, lo=2, doc="steps of each balancing-loss run"),
-    "stability_steps": Field(int, lo=2, doc="steps of each stability run"),
-    "stability_lr": Field(float, lo=0, lo_open=True, hi=1.0, doc="the aggressive peak learning rate"),
-    "stability_warmup": Field(int, lo=0, doc="warmup steps of the stability runs"),
-    "probe_windows": Field(int, lo=1, doc="validation windows routed for the domain statistics"),
-    "shifts": Field(int, lo=1, doc="circular label shifts of the baseline"),
-    "spike_window": Field(int, lo=2, doc="steps of the running median a spike is measured against"),
-    "grad_spike_factor": Field(float, lo=1, lo_open=True, doc="grad-norm spike: g > factor x running median"),
-    "loss_spike_factor": Field(float, lo=1, lo_open=True, doc="loss spike: ce > factor x running median"),
-    "loss_spike_mad": Field(float, lo=0, doc="loss spike also needs ce > median + this x 1.4826 MAD (0 = off)"),
-    "tail_fraction": Field(float, lo=0, lo_open=True, hi=1, doc="final share of steps averaged for train stats"),
+    "seeds": Field(int, 2, lo=1, hi=8, doc="seeds per arm"),
+    "balance_steps": Field(int, 300, lo=2, doc="steps of each balancing-loss run"),
+    "stability_steps": Field(int, 200, lo=2, doc="steps of each stability run"),
+    "stability_lr": Field(float, 3e-2, lo=0, lo_open=True, hi=1.0, doc="the aggressive peak learning rate"),
+    "stability_warmup": Field(int, 10, lo=0, doc="warmup steps of the stability runs"),
+    "probe_windows": Field(int, 160, lo=1, doc="validation windows routed for the domain statistics"),
+    "shifts": Field(int, 32, lo=1, doc="circular label shifts of the baseline"),
+    "spike_window": Field(int, 20, lo=2, doc="steps of the running median a spike is measured against"),
+    "grad_spike_factor": Field(float, 3.0, lo=1, lo_open=True, doc="grad-norm spike: g > factor x running median"),
+    "loss_spike_factor": Field(float, 1.1, lo=1, lo_open=True, doc="loss spike: ce > factor x running median"),
+    "loss_spike_mad": Field(float, 6.0, lo=0, doc="loss spike also needs ce > median + this x 1.4826 MAD (0 = off)"),
+    "tail_fraction": Field(float, 0.25, lo=0, lo_open=True, hi=1, doc="final share of steps averaged for train stats"),
 }
 
 
@@ -66,10 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   pangu = base_config()
   pangu.train.update(batch_size=8, seq_len=128, ep_group_size=2, log_every=1, eval_every=100,
                      checkpoint_every=100, keep_checkpoints=1)
-  study = dict(seeds=2, balance_steps=300, stability_steps=200, stability_lr=3e-2, stability_warmup=10,
-               probe_windows=160, shifts=32, spike_window=20, grad_spike_factor=3.0, loss_spike_factor=1.1,
-               loss_spike_mad=6.0, tail_fraction=0.25)
-  return ml_collections.ConfigDict(dict(pangu=pangu, study=study))
+  return ml_collections.ConfigDict(dict(pangu=pangu, study=defaults(STUDY_SCHEMA)))
 
 
 def validate_study_config(cfg) -> ml_collections.ConfigDict:

@@ -36,13 +36,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from confspec import Field, defaults, validate
 from control_brax import etcl, wdpd
 from control_brax.config import load_peg
 from control_brax.rl import networks as nets
 from control_brax.rl import rollout
 from control_brax.rl.config import base_rl_config, validate_rl
 from control_brax.rl.normalize import normalize
-from control_brax.rl.ppo import hidden_sizes
 from runkit.metrics import read_metrics
 from runkit.stats import median_ci
 
@@ -50,6 +50,15 @@ METHODS = ("scratch", "finetune", "etcl", "etcl_wdpd")
 # v2: the law the committed comparisons ran with (both v2 and v3 pass the ETCL check; docs/control_brax_transfer.md)
 ETCL_LAW = "torque"
 THRESHOLD = 0.8
+
+TRANSFER_SCHEMA = {
+    "seeds": Field(int, 3, lo=1, doc="seeds per method"),
+    "budget_steps": Field(int, 81920, lo=1, doc="env steps on the target per seed"),
+    "teacher_steps": Field(int, 122880, lo=1, doc="the teacher's env steps on the source per seed"),
+    "distill_rollout_len": Field(int, 32, lo=1, doc="WDPD: rollout steps per world of the distillation data"),
+    "distill_steps": Field(int, 400, lo=1, doc="WDPD: fitting steps"),
+    "etcl_law": Field(str, ETCL_LAW, choices=etcl.LAWS, doc="ETCL's equivalence law"),
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -63,9 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every_steps = 8192
   c.train.checkpoint_every_steps = 16384
   c.train.target_success = 0.95
-  c.transfer = ml_collections.ConfigDict(dict(
-      seeds=3, budget_steps=81920, teacher_steps=122880, distill_rollout_len=32, distill_steps=400,
-      etcl_law=ETCL_LAW))
+  c.transfer = defaults(TRANSFER_SCHEMA)
   return c
 
 
@@ -146,8 +153,8 @@ def _wdpd_state(runner, ts, teacher, fa, fb, dc, workdir: str, log):
   t0 = time.time()
   env, cfg = runner.env, runner.cfg
   n_envs, t_len = cfg.ppo.num_envs, dc.distill_rollout_len
-  w = wdpd.weights(fa, fb, cfg.env.action_dims, dc.get("etcl_law", ETCL_LAW))
-  hidden = hidden_sizes(cfg.ppo.hidden)
+  w = wdpd.weights(fa, fb, cfg.env.action_dims, dc.etcl_law)
+  hidden = tuple(cfg.ppo.hidden)
 
   def collect(policy, stats, key):
     k_reset, k_steps = jax.random.split(key)
@@ -245,13 +252,11 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   if bad:
     raise ValueError(f"--methods: {bad} not in {', '.join(METHODS)}")
   c = c or default_config()
-  tc = c.transfer
+  tc = validate(c.transfer, TRANSFER_SCHEMA, root="config.transfer")
   peg_a, peg_b = load_peg(source), load_peg(target)
   fa, fb = etcl.features(peg_a), etcl.features(peg_b)
   env_a = ml_collections.ConfigDict(c.env.to_dict())  # A's compliance: the RL config's gains
-  law = tc.get("etcl_law", ETCL_LAW)
-  if law not in etcl.LAWS:
-    raise ValueError(f"config.transfer.etcl_law: {law!r} must be one of {etcl.LAWS}")
+  law = tc.etcl_law
   env_etcl = etcl.reconfigure_env(env_a, peg_a, peg_b, law)
   os.makedirs(out, exist_ok=True)
   t_start = time.time()

@@ -1,183 +1,115 @@
-"""The Pangu config: schema, defaults and validation, in one place.
+"""The Pangu config: every field declared once (kind, default, range, meaning), and validation.
 
 A config has four sections: `model`, `data`, `train`, `parallel` (names fixed by
-docs/contracts.md). Preset files under `configs/pangu/` start from `base_config()`
-and change what differs, so every preset carries every field and the schema
-below is the single statement of what each field may hold.
+docs/contracts.md). The schema below is the single statement of each field: its
+default (`base_config()` is built from it: the tiny model, trainable on a 2-core
+CPU), what it may hold and what it means. Preset files under `configs/pangu/`
+start from `base_config()` and change what differs, so every preset carries
+every field.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from confspec import ConfigError, Field, validate
-
-_POS = dict(lo=1)
+from confspec import ConfigError, Field, defaults, validate
 
 MODEL_SCHEMA = {
-    "num_layers": Field(int, **_POS, doc="transformer layers L (MTP layers not counted)"),
-    "num_dense_layers": Field(int, lo=0, doc="first layers with a dense FFN instead of MoE"),
-    "hidden_size": Field(int, **_POS),
-    "num_heads": Field(int, **_POS),
-    "q_lora_rank": Field(int, lo=0, doc="0 = no query compression"),
-    "kv_lora_rank": Field(int, **_POS),
-    "qk_nope_head_dim": Field(int, **_POS),
-    "qk_rope_head_dim": Field(int, lo=2),
-    "v_head_dim": Field(int, **_POS),
-    "num_routed_experts": Field(int, **_POS),
-    "num_shared_experts": Field(int, lo=0),
-    "top_k": Field(int, **_POS),
-    "expert_ffn_dim": Field(int, **_POS),
-    "dense_ffn_dim": Field(int, **_POS),
-    "vocab_size": Field(int, lo=2),
-    "router_score": Field(str, choices=("sigmoid", "softmax")),
-    "router_bias": Field(bool, doc="per-expert selection bias (aux-loss-free balancing)"),
-    "norm_topk_prob": Field(bool),
-    "routed_scaling_factor": Field(float, lo=0, lo_open=True),
-    "moe_impl": Field(str, choices=("dense", "capacity", "dropless")),
-    "capacity_factor": Field(float, lo=0, lo_open=True),
-    "gmm_block_size": Field(int, lo=8, doc="token block of the CPU grouped matmul (dropless)"),
-    "gmm_impl": Field(str, choices=("auto", "blocked", "scanned", "ragged"),
+    "num_layers": Field(int, 4, lo=1, doc="transformer layers L (MTP layers not counted)"),
+    "num_dense_layers": Field(int, 1, lo=0, doc="first layers with a dense FFN instead of MoE"),
+    "hidden_size": Field(int, 128, lo=1),
+    "num_heads": Field(int, 4, lo=1),
+    "q_lora_rank": Field(int, 64, lo=0, doc="0 = no query compression"),
+    "kv_lora_rank": Field(int, 32, lo=1),
+    "qk_nope_head_dim": Field(int, 32, lo=1),
+    "qk_rope_head_dim": Field(int, 16, lo=2),
+    "v_head_dim": Field(int, 32, lo=1),
+    "num_routed_experts": Field(int, 8, lo=1),
+    "num_shared_experts": Field(int, 1, lo=0),
+    "top_k": Field(int, 2, lo=1),
+    "expert_ffn_dim": Field(int, 128, lo=1),
+    "dense_ffn_dim": Field(int, 384, lo=1),
+    "vocab_size": Field(int, 256, lo=2),
+    "router_score": Field(str, "sigmoid", choices=("sigmoid", "softmax")),
+    "router_bias": Field(bool, True, doc="per-expert selection bias (aux-loss-free balancing)"),
+    "norm_topk_prob": Field(bool, True),
+    "routed_scaling_factor": Field(float, 1.0, lo=0, lo_open=True),
+    "moe_impl": Field(str, "dropless", choices=("dense", "capacity", "dropless")),
+    "capacity_factor": Field(float, 1.25, lo=0, lo_open=True),
+    "gmm_block_size": Field(int, 64, lo=8, doc="token block of the CPU grouped matmul (dropless)"),
+    "gmm_impl": Field(str, "auto", choices=("auto", "blocked", "scanned", "ragged"),
                       doc="grouped matmul: auto = blocked on CPU, ragged_dot elsewhere"),
-    "mtp_depth": Field(int, lo=0, hi=8),
-    "sandwich_norm": Field(bool, doc="depth-scaled sandwich norm (else pre-norm)"),
-    "tiny_init": Field(bool, doc="TinyInit (else N(0, init_std))"),
-    "init_std": Field(float, lo=0, lo_open=True, doc="std of the standard (non-Tiny) init"),
-    "dssn_c_attn": Field(float, lo=0, lo_open=True),
-    "dssn_c_mlp": Field(float, lo=0, lo_open=True),
-    "norm_eps": Field(float, lo=0, lo_open=True, hi=0.1),
-    "rope_theta": Field(float, lo=1),
-    "max_seq_len": Field(int, **_POS),
-    "dtype": Field(str, choices=("float32", "bfloat16"), doc="compute dtype"),
-    "param_dtype": Field(str, choices=("float32", "bfloat16"), doc="master weight dtype"),
+    "mtp_depth": Field(int, 1, lo=0, hi=8),
+    "sandwich_norm": Field(bool, True, doc="depth-scaled sandwich norm (else pre-norm)"),
+    "tiny_init": Field(bool, True, doc="TinyInit (else N(0, init_std))"),
+    "init_std": Field(float, 0.02, lo=0, lo_open=True, doc="std of the standard (non-Tiny) init"),
+    # Pangu Ultra's measured sub-layer output stds (d=12288, L=94); Ultra MoE's are unpublished.
+    "dssn_c_attn": Field(float, 0.283, lo=0, lo_open=True),
+    "dssn_c_mlp": Field(float, 0.432, lo=0, lo_open=True),
+    "norm_eps": Field(float, 1e-5, lo=0, lo_open=True, hi=0.1),
+    "rope_theta": Field(float, 10000.0, lo=1),
+    "max_seq_len": Field(int, 4096, lo=1),
+    "dtype": Field(str, "float32", choices=("float32", "bfloat16"), doc="compute dtype"),
+    "param_dtype": Field(str, "float32", choices=("float32", "bfloat16"), doc="master weight dtype"),
 }
 
 DATA_SCHEMA = {
-    "path": Field(str, doc="text file or directory; empty = the embedded corpus"),
-    "tokenizer": Field(str, choices=("byte", "bpe")),
-    "bpe_vocab_size": Field(int, lo=260),
-    "val_fraction": Field(float, lo=0, lo_open=True, hi=0.5),
-    "max_bytes": Field(int, lo=0, doc="cap on corpus bytes read (0 = no cap)"),
+    "path": Field(str, "", doc="text file or directory; empty = the embedded corpus"),
+    "tokenizer": Field(str, "byte", choices=("byte", "bpe")),
+    "bpe_vocab_size": Field(int, 1024, lo=260),
+    "val_fraction": Field(float, 0.05, lo=0, lo_open=True, hi=0.5),
+    "max_bytes": Field(int, 0, lo=0, doc="cap on corpus bytes read (0 = no cap)"),
 }
 
 TRAIN_SCHEMA = {
-    "steps": Field(int, **_POS),
-    "batch_size": Field(int, **_POS),
-    "seq_len": Field(int, lo=2),
-    "learning_rate": Field(float, lo=0, lo_open=True, hi=1.0),
-    "min_lr_ratio": Field(float, lo=0, hi=1),
-    "warmup_steps": Field(int, lo=0),
-    "weight_decay": Field(float, lo=0),
-    "b1": Field(float, lo=0, hi=1),
-    "b2": Field(float, lo=0, hi=1),
-    "grad_clip": Field(float, lo=0, lo_open=True),
-    "checkpoint_every": Field(int, **_POS),
-    "keep_checkpoints": Field(int, **_POS),
-    "eval_every": Field(int, **_POS),
-    "eval_batches": Field(int, **_POS),
-    "log_every": Field(int, **_POS),
-    "seed": Field(int, lo=0),
-    "aux_loss_alpha": Field(float, lo=0),
-    "aux_loss_granularity": Field(str, choices=("micro_batch", "ep_group", "global_batch")),
-    "ep_group_size": Field(int, **_POS, doc="sequences per EP group on one device"),
-    "mtp_loss_weight": Field(float, lo=0),
-    "z_loss_weight": Field(float, lo=0),
-    "bias_update_rate": Field(float, lo=0, doc="aux-loss-free bias step (0 = off)"),
-    "max_consecutive_skips": Field(int, **_POS),
-    "time_budget_s": Field(float, lo=0, doc="stop after this many seconds (0 = no limit)"),
+    "steps": Field(int, 1200, lo=1),
+    "batch_size": Field(int, 16, lo=1),
+    "seq_len": Field(int, 128, lo=2),
+    "learning_rate": Field(float, 3e-3, lo=0, lo_open=True, hi=1.0),
+    "min_lr_ratio": Field(float, 0.1, lo=0, hi=1),
+    "warmup_steps": Field(int, 100, lo=0),
+    "weight_decay": Field(float, 0.1, lo=0),
+    "b1": Field(float, 0.9, lo=0, hi=1),
+    "b2": Field(float, 0.95, lo=0, hi=1),
+    "grad_clip": Field(float, 1.0, lo=0, lo_open=True),
+    "checkpoint_every": Field(int, 200, lo=1),
+    "keep_checkpoints": Field(int, 3, lo=1),
+    "eval_every": Field(int, 200, lo=1),
+    "eval_batches": Field(int, 8, lo=1),
+    "log_every": Field(int, 10, lo=1),
+    "seed": Field(int, 0, lo=0),
+    "aux_loss_alpha": Field(float, 1e-2, lo=0),
+    "aux_loss_granularity": Field(str, "ep_group", choices=("micro_batch", "ep_group", "global_batch")),
+    "ep_group_size": Field(int, 4, lo=1, doc="sequences per EP group on one device"),
+    "mtp_loss_weight": Field(float, 0.3, lo=0),
+    "z_loss_weight": Field(float, 0.0, lo=0),
+    "bias_update_rate": Field(float, 0.0, lo=0, doc="aux-loss-free bias step (0 = off)"),
+    "max_consecutive_skips": Field(int, 5, lo=1),
+    "time_budget_s": Field(float, 0.0, lo=0, doc="stop after this many seconds (0 = no limit)"),
 }
 
 PARALLEL_SCHEMA = {
-    "data": Field(int, **_POS),
-    "expert": Field(int, **_POS),
-    "tensor": Field(int, **_POS),
-    "stage": Field(int, **_POS),
-    "virtual_stages": Field(int, **_POS),
-    "hier_a2a": Field(bool),
-    "tp_extend_ep": Field(bool),
-    "remat": Field(str, choices=("none", "full", "fine", "offload")),
-    "devices_per_node": Field(int, **_POS),
-    "placement_every": Field(int, lo=0, doc="re-place experts across EP devices every N steps (0 = off)"),
-    "placement_theta": Field(float, lo=0, hi=1, doc="EMA factor of the expert-load predictor"),
-    "placement_min_gain": Field(float, lo=0, doc="re-place only if the device-load CV drops by at least this"),
-    "pipeline_microbatches": Field(int, **_POS, doc="micro-batches per step with stage > 1"),
+    "data": Field(int, 1, lo=1),
+    "expert": Field(int, 1, lo=1),
+    "tensor": Field(int, 1, lo=1),
+    "stage": Field(int, 1, lo=1),
+    "virtual_stages": Field(int, 1, lo=1),
+    "hier_a2a": Field(bool, True),
+    "tp_extend_ep": Field(bool, False),
+    "remat": Field(str, "none", choices=("none", "full", "fine", "offload")),
+    "devices_per_node": Field(int, 8, lo=1),
+    "placement_every": Field(int, 0, lo=0, doc="re-place experts across EP devices every N steps (0 = off)"),
+    "placement_theta": Field(float, 0.9, lo=0, hi=1, doc="EMA factor of the expert-load predictor"),
+    "placement_min_gain": Field(float, 0.08, lo=0, doc="re-place only if the device-load CV drops by at least this"),
+    "pipeline_microbatches": Field(int, 4, lo=1, doc="micro-batches per step with stage > 1"),
 }
 
 SCHEMA = {"model": MODEL_SCHEMA, "data": DATA_SCHEMA, "train": TRAIN_SCHEMA, "parallel": PARALLEL_SCHEMA}
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every field with its default: the tiny model, trainable on a 2-core CPU."""
-  model = dict(
-      num_layers=4,
-      num_dense_layers=1,
-      hidden_size=128,
-      num_heads=4,
-      q_lora_rank=64,
-      kv_lora_rank=32,
-      qk_nope_head_dim=32,
-      qk_rope_head_dim=16,
-      v_head_dim=32,
-      num_routed_experts=8,
-      num_shared_experts=1,
-      top_k=2,
-      expert_ffn_dim=128,
-      dense_ffn_dim=384,
-      vocab_size=256,
-      router_score="sigmoid",
-      router_bias=True,
-      norm_topk_prob=True,
-      routed_scaling_factor=1.0,
-      moe_impl="dropless",
-      capacity_factor=1.25,
-      gmm_block_size=64,
-      gmm_impl="auto",
-      mtp_depth=1,
-      sandwich_norm=True,
-      tiny_init=True,
-      init_std=0.02,
-      # Pangu Ultra's measured sub-layer output stds (d=12288, L=94); Ultra MoE's are unpublished.
-      dssn_c_attn=0.283,
-      dssn_c_mlp=0.432,
-      norm_eps=1e-5,
-      rope_theta=10000.0,
-      max_seq_len=4096,
-      dtype="float32",
-      param_dtype="float32",
-  )
-  data = dict(path="", tokenizer="byte", bpe_vocab_size=1024, val_fraction=0.05, max_bytes=0)
-  train = dict(
-      steps=1200,
-      batch_size=16,
-      seq_len=128,
-      learning_rate=3e-3,
-      min_lr_ratio=0.1,
-      warmup_steps=100,
-      weight_decay=0.1,
-      b1=0.9,
-      b2=0.95,
-      grad_clip=1.0,
-      checkpoint_every=200,
-      keep_checkpoints=3,
-      eval_every=200,
-      eval_batches=8,
-      log_every=10,
-      seed=0,
-      aux_loss_alpha=1e-2,
-      aux_loss_granularity="ep_group",
-      ep_group_size=4,
-      mtp_loss_weight=0.3,
-      z_loss_weight=0.0,
-      bias_update_rate=0.0,
-      max_consecutive_skips=5,
-      time_budget_s=0.0,
-  )
-  parallel = dict(
-      data=1, expert=1, tensor=1, stage=1, virtual_stages=1, hier_a2a=True, tp_extend_ep=False,
-      remat="none", devices_per_node=8, placement_every=0, placement_theta=0.9, placement_min_gain=0.08,
-      pipeline_microbatches=4,
-  )
-  return ml_collections.ConfigDict(dict(model=model, data=data, train=train, parallel=parallel))
+  """Every field with its declared default: the tiny model, trainable on a 2-core CPU."""
+  return defaults(SCHEMA)
 
 
 def _cross_checks(cfg) -> None:

@@ -1,104 +1,109 @@
-"""RL run configs: sections `env`, `algo`, `ppo`, `ddpg`, `train`, `pead` (schemas, defaults, validation).
+"""RL run configs: sections `env`, `algo`, `ppo`, `ddpg`, `train`, `pead`, `cs3` (declarations, validation).
 
 `configs/assembly/{ppo_square,ppo_l_shape,ddpg_l_shape}.py` start from
-`base_rl_config()` and change what differs. Step counts are environment steps
-(one policy step of one world).
+`base_rl_config()` and change what differs. Every field is declared once below
+with its default; `ALGO_DEFAULTS` holds the defaults that depend on the
+algorithm. Step counts are environment steps (one policy step of one world).
+
+Lists are lists: `ppo.hidden = (64, 64)`, `pead.switch_steps = (250_000,)`,
+`pead.stages` a list of stages, each an `env.action_groups` value (a list of
+groups of axis names), coarse to fine, e.g. the default
+`((('x', 'y'), ('z',), ('rx', 'ry'), ('rz',)), ())`: x/y tied, tilts tied, z and yaw
+alone, then one output per axis. Workdirs written before lists were lists hold
+them as strings ('64,64', 'x,y;z;rx,ry;rz|'); `from_saved` reads those.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from confspec import ConfigError, Field, validate
-from control_brax.config import ENV_SCHEMA, base_env_config, parse_axes, parse_groups, validate_env
+from confspec import ConfigError, Field, defaults, parse_list_flag, validate
+from control_brax.config import ENV_SCHEMA, GROUPS, parse_axes, parse_groups, validate_env
 
-_POS = dict(lo=1)
+
+def _widths(default, doc):
+  return Field(tuple, default, item=int, lo=1, doc=doc)
+
+
+_LCRL_GRAPH_DOC = ("LCRL: path to a CS3 connection_graph.json ('' = global MLP, 'full' = per-component "
+                   "sub-networks seeing everything)")
+_LCRL_HIDDEN_DOC = "LCRL: hidden widths of each action component's sub-network (() = `hidden`)"
 
 PPO_SCHEMA = {
-    "num_envs": Field(int, **_POS), "rollout_len": Field(int, **_POS), "epochs": Field(int, **_POS),
-    "minibatches": Field(int, **_POS), "learning_rate": Field(float, lo=0, lo_open=True, hi=1),
-    "gamma": Field(float, lo=0, hi=1), "gae_lambda": Field(float, lo=0, hi=1),
-    "clip_eps": Field(float, lo=0, lo_open=True, hi=1), "ent_coef": Field(float, lo=0),
-    "vf_coef": Field(float, lo=0), "max_grad_norm": Field(float, lo=0, lo_open=True),
-    "hidden": Field(str, doc="comma-separated hidden widths, e.g. '64,64'"),
-    "init_log_std": Field(float, lo=-5, hi=1), "normalize_obs": Field(bool),
-    "reward_scale": Field(float, lo=0, lo_open=True),
-    "lcrl_graph": Field(str, doc="LCRL: path to a CS3 connection_graph.json ('' = global MLP, 'full' = "
-                                 "per-component sub-networks seeing everything)"),
-    "lcrl_hidden": Field(str, doc="LCRL: hidden widths of each action component's sub-network ('' = `hidden`)"),
+    "num_envs": Field(int, 128, lo=1), "rollout_len": Field(int, 32, lo=1), "epochs": Field(int, 4, lo=1),
+    "minibatches": Field(int, 4, lo=1), "learning_rate": Field(float, 3e-4, lo=0, lo_open=True, hi=1),
+    "gamma": Field(float, 0.99, lo=0, hi=1), "gae_lambda": Field(float, 0.95, lo=0, hi=1),
+    "clip_eps": Field(float, 0.2, lo=0, lo_open=True, hi=1), "ent_coef": Field(float, 0.0, lo=0),
+    "vf_coef": Field(float, 0.5, lo=0), "max_grad_norm": Field(float, 0.5, lo=0, lo_open=True),
+    "hidden": _widths((64, 64), "hidden widths of the policy and value MLPs"),
+    "init_log_std": Field(float, -0.5, lo=-5, hi=1), "normalize_obs": Field(bool, True),
+    "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
+    "lcrl_graph": Field(str, "", doc=_LCRL_GRAPH_DOC),
+    "lcrl_hidden": _widths((), _LCRL_HIDDEN_DOC),
 }
 
 DDPG_SCHEMA = {
-    "num_envs": Field(int, **_POS), "steps_per_iteration": Field(int, **_POS, doc="env steps per world per iteration"),
-    "updates_per_iteration": Field(int, **_POS), "batch_size": Field(int, **_POS),
-    "buffer_size": Field(int, **_POS), "warmup_steps": Field(int, lo=0, doc="random-action env steps before learning"),
-    "actor_lr": Field(float, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, lo=0, lo_open=True, hi=1),
-    "gamma": Field(float, lo=0, hi=1), "tau": Field(float, lo=0, lo_open=True, hi=1),
-    "exploration_noise": Field(float, lo=0), "hidden": Field(str),
-    "td3": Field(bool, doc="twin critics, delayed actor updates, target policy smoothing"),
-    "policy_delay": Field(int, **_POS), "target_noise": Field(float, lo=0), "target_noise_clip": Field(float, lo=0),
-    "normalize_obs": Field(bool), "reward_scale": Field(float, lo=0, lo_open=True),
-    "lcrl_graph": Field(str, doc="LCRL: a CS3 connection_graph.json for the actor ('' = global, 'full' = all ones)"),
-    "lcrl_hidden": Field(str, doc="LCRL: hidden widths of each action component's sub-network ('' = `hidden`)"),
+    "num_envs": Field(int, 32, lo=1),
+    "steps_per_iteration": Field(int, 8, lo=1, doc="env steps per world per iteration"),
+    "updates_per_iteration": Field(int, 32, lo=1), "batch_size": Field(int, 256, lo=1),
+    "buffer_size": Field(int, 200_000, lo=1),
+    "warmup_steps": Field(int, 5000, lo=0, doc="random-action env steps before learning"),
+    "actor_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1),
+    "gamma": Field(float, 0.99, lo=0, hi=1), "tau": Field(float, 0.005, lo=0, lo_open=True, hi=1),
+    "exploration_noise": Field(float, 0.2, lo=0),
+    "hidden": _widths((64, 64), "hidden widths of the actor and critic MLPs"),
+    "td3": Field(bool, True, doc="twin critics, delayed actor updates, target policy smoothing"),
+    "policy_delay": Field(int, 2, lo=1), "target_noise": Field(float, 0.2, lo=0),
+    "target_noise_clip": Field(float, 0.5, lo=0),
+    "normalize_obs": Field(bool, True), "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
+    "lcrl_graph": Field(str, "", doc=_LCRL_GRAPH_DOC),
+    "lcrl_hidden": _widths((), _LCRL_HIDDEN_DOC),
 }
 
 CS3_SCHEMA = {
-    "samples": Field(int, lo=2, doc="Monte-Carlo samples (state, probe action, ordering)"),
-    "batch": Field(int, lo=2, doc="samples per batched simulator call (x (n_actions + 1) worlds)"),
-    "pool": Field(int, lo=1, doc="states collected from rollouts; samples draw from them with replacement"),
-    "pool_steps": Field(int, lo=1, doc="each pool state is taken at a uniform step in [0, pool_steps) of a rollout"),
-    "rollout_action_scale": Field(float, lo=0, hi=1, doc="rollouts use uniform actions in +- this"),
-    "horizon": Field(int, lo=1, hi=100, doc="control steps the coalition's action is held before measuring"),
-    "z": Field(float, lo=0, doc="edge needs phi > z x standard error"),
-    "tau": Field(float, lo=0, hi=1, doc="edge needs phi > tau x the largest phi on the same state component"),
-    "seed": Field(int, lo=0),
+    "samples": Field(int, 4096, lo=2, doc="Monte-Carlo samples (state, probe action, ordering)"),
+    "batch": Field(int, 256, lo=2, doc="samples per batched simulator call (x (n_actions + 1) worlds)"),
+    "pool": Field(int, 1024, lo=1, doc="states collected from rollouts; samples draw from them with replacement"),
+    "pool_steps": Field(int, 60, lo=1,
+                        doc="each pool state is taken at a uniform step in [0, pool_steps) of a rollout"),
+    "rollout_action_scale": Field(float, 0.5, lo=0, hi=1, doc="rollouts use uniform actions in +- this"),
+    "horizon": Field(int, 1, lo=1, hi=100, doc="control steps the coalition's action is held before measuring"),
+    "z": Field(float, 3.0, lo=0, doc="edge needs phi > z x standard error"),
+    "tau": Field(float, 0.1, lo=0, hi=1, doc="edge needs phi > tau x the largest phi on the same state component"),
+    "seed": Field(int, 0, lo=0),
 }
 
 TRAIN_SCHEMA = {
-    "total_env_steps": Field(int, **_POS, doc="budget per seed"),
-    "eval_every_steps": Field(int, **_POS), "eval_envs": Field(int, **_POS, doc="evaluation episodes per evaluation"),
-    "checkpoint_every_steps": Field(int, **_POS), "keep_checkpoints": Field(int, **_POS),
-    "seed": Field(int, lo=0), "num_seeds": Field(int, **_POS, doc="independent seeds vmapped in one program"),
-    "target_success": Field(float, lo=0, hi=1, doc="stop when every seed's eval success reaches this (0 = never)"),
-    "max_wall_s": Field(float, lo=0, doc="stop after this much training time (0 = no limit)"),
+    "total_env_steps": Field(int, 1_000_000, lo=1, doc="budget per seed (ALGO_DEFAULTS: 300_000 for ddpg)"),
+    "eval_every_steps": Field(int, 50_000, lo=1),
+    "eval_envs": Field(int, 256, lo=1, doc="evaluation episodes per evaluation"),
+    "checkpoint_every_steps": Field(int, 100_000, lo=1), "keep_checkpoints": Field(int, 2, lo=1),
+    "seed": Field(int, 0, lo=0), "num_seeds": Field(int, 1, lo=1, doc="independent seeds vmapped in one program"),
+    "target_success": Field(float, 0.0, lo=0, hi=1,
+                            doc="stop when every seed's eval success reaches this (0 = never)"),
+    "max_wall_s": Field(float, 0.0, lo=0, doc="stop after this much training time (0 = no limit)"),
 }
 
 PEAD_SCHEMA = {
-    "enabled": Field(bool),
-    "stages": Field(str, doc="'|'-separated action groupings, coarse to fine; the last is used for the rest"),
-    "switch": Field(str, choices=("steps", "plateau")),
-    "switch_steps": Field(str, doc="comma-separated env steps at which to move to the next stage"),
-    "plateau_patience": Field(int, **_POS, doc="evaluations without improvement before switching"),
-    "plateau_min_delta": Field(float, lo=0, doc="eval return improvement that counts"),
+    "enabled": Field(bool, False),
+    "stages": Field(tuple, ((("x", "y"), ("z",), ("rx", "ry"), ("rz",)), ()), item=GROUPS,
+                    doc="env.action_groups of each stage, coarse to fine; the last is used for the rest"),
+    "switch": Field(str, "steps", choices=("steps", "plateau")),
+    "switch_steps": Field(tuple, (), item=int, lo=1, doc="env steps at which to move to the next stage"),
+    "plateau_patience": Field(int, 3, lo=1, doc="evaluations without improvement before switching"),
+    "plateau_min_delta": Field(float, 0.5, lo=0, doc="eval return improvement that counts"),
 }
 
-SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, choices=("ppo", "ddpg")), "ppo": PPO_SCHEMA, "ddpg": DDPG_SCHEMA,
-          "train": TRAIN_SCHEMA, "pead": PEAD_SCHEMA, "cs3": CS3_SCHEMA}
+SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, "ppo", choices=("ppo", "ddpg")), "ppo": PPO_SCHEMA,
+          "ddpg": DDPG_SCHEMA, "train": TRAIN_SCHEMA, "pead": PEAD_SCHEMA, "cs3": CS3_SCHEMA}
+
+# The defaults that depend on the algorithm (dotted paths into SCHEMA); the rest are the declared ones.
+ALGO_DEFAULTS = {"ppo": {}, "ddpg": {"train.total_env_steps": 300_000}}
 
 
 def base_rl_config(algo: str = "ppo") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.env = base_env_config()
-  c.algo = algo
-  c.ppo = ml_collections.ConfigDict(dict(
-      num_envs=128, rollout_len=32, epochs=4, minibatches=4, learning_rate=3e-4, gamma=0.99, gae_lambda=0.95,
-      clip_eps=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, hidden="64,64", init_log_std=-0.5,
-      normalize_obs=True, reward_scale=0.1, lcrl_graph="", lcrl_hidden=""))
-  c.ddpg = ml_collections.ConfigDict(dict(
-      num_envs=32, steps_per_iteration=8, updates_per_iteration=32, batch_size=256, buffer_size=200_000,
-      warmup_steps=5000, actor_lr=3e-4, critic_lr=3e-4, gamma=0.99, tau=0.005, exploration_noise=0.2,
-      hidden="64,64", td3=True, policy_delay=2, target_noise=0.2, target_noise_clip=0.5, normalize_obs=True,
-      reward_scale=0.1, lcrl_graph="", lcrl_hidden=""))
-  c.train = ml_collections.ConfigDict(dict(
-      total_env_steps=1_000_000 if algo == "ppo" else 300_000, eval_every_steps=50_000, eval_envs=256,
-      checkpoint_every_steps=100_000, keep_checkpoints=2, seed=0, num_seeds=1, target_success=0.0, max_wall_s=0.0))
-  c.pead = ml_collections.ConfigDict(dict(
-      enabled=False, stages="x,y;z;rx,ry;rz|", switch="steps", switch_steps="", plateau_patience=3,
-      plateau_min_delta=0.5))
-  c.cs3 = ml_collections.ConfigDict(dict(
-      samples=4096, batch=256, pool=1024, pool_steps=60, rollout_action_scale=0.5, horizon=1, z=3.0, tau=0.1,
-      seed=0))
-  return c
+  """Every declared default, with `algo` and its ALGO_DEFAULTS; ConfigError for an unknown algorithm."""
+  return defaults(SCHEMA, {"algo": algo, **ALGO_DEFAULTS.get(algo, {})})
 
 
 def env_sizes(env) -> tuple[int, int]:
@@ -141,7 +146,7 @@ def policy_mask(section, obs_size: int, action_size: int, name: str):
   `lcrl_graph` = 'full' gives per-component sub-networks that see every state
   component: the same architecture as LCRL with the locality removed.
   """
-  path = section.get("lcrl_graph", "")
+  path = section.lcrl_graph
   if not path:
     return None
   if path == "full":
@@ -151,11 +156,11 @@ def policy_mask(section, obs_size: int, action_size: int, name: str):
   return load_connection_mask(path, obs_size, action_size, f"{name}.lcrl_graph")
 
 
-def pead_stages(c) -> list[str]:
-  """The `env.action_groups` of each stage ('' = one output per axis); just the env's own without PEAD."""
+def pead_stages(c) -> list:
+  """The `env.action_groups` of each stage (() = one output per axis); just the env's own without PEAD."""
   if not c.pead.enabled:
     return [c.env.action_groups]
-  return [s.strip() for s in c.pead.stages.split("|")]
+  return list(c.pead.stages)
 
 
 def _check(c) -> None:
@@ -166,12 +171,6 @@ def _check(c) -> None:
       raise ConfigError(f"{c.algo}.lcrl_graph: LCRL with pead.enabled is not supported (the action size changes "
                         "between PEAD stages); disable one")
     policy_mask(section, *env_sizes(c.env), c.algo)
-  try:
-    hidden = [int(x) for x in str(section.lcrl_hidden).split(",") if x.strip()]
-  except ValueError as e:
-    raise ConfigError(f"{c.algo}.lcrl_hidden: {section.lcrl_hidden!r} must be comma-separated integers") from e
-  if any(h < 1 for h in hidden):
-    raise ConfigError(f"{c.algo}.lcrl_hidden: widths must be >= 1")
   if c.algo == "ppo" and (c.ppo.num_envs * c.ppo.rollout_len) % c.ppo.minibatches:
     raise ConfigError("ppo.minibatches: must divide ppo.num_envs x ppo.rollout_len")
   if not c.pead.enabled:
@@ -179,7 +178,7 @@ def _check(c) -> None:
   dims = parse_axes(c.env.action_dims, "env.action_dims")
   stages = pead_stages(c)
   if len(stages) < 2:
-    raise ConfigError("pead.stages: needs at least two stages separated by '|'")
+    raise ConfigError("pead.stages: needs at least two stages (a list of env.action_groups values)")
   prev = None
   for s in stages:
     groups = parse_groups(s, dims, "pead.stages")
@@ -187,10 +186,7 @@ def _check(c) -> None:
       raise ConfigError(f"pead.stages: {s!r} must refine the previous stage (each group inside one earlier group)")
     prev = groups
   if c.pead.switch == "steps":
-    try:
-      at = [int(x) for x in c.pead.switch_steps.split(",") if x.strip()]
-    except ValueError as e:
-      raise ConfigError(f"pead.switch_steps: {c.pead.switch_steps!r} must be comma-separated integers") from e
+    at = list(c.pead.switch_steps)
     if len(at) != len(stages) - 1 or at != sorted(at):
       raise ConfigError(f"pead.switch_steps: needs {len(stages) - 1} increasing env-step counts, one per switch")
 
@@ -206,3 +202,41 @@ def load_rl_config(path: str) -> ml_collections.ConfigDict:
   from runkit.configfile import load_config_file  # noqa: PLC0415
 
   return validate_rl(load_config_file(path))
+
+
+def _old_groups(text: str):
+  """'x,y;z;rx,ry;rz' -> (('x', 'y'), ('z',), ('rx', 'ry'), ('rz',)); '' -> ()."""
+  return tuple(parse_list_flag(g) for g in text.split(";")) if text.strip() else ()
+
+
+# Fields that workdirs saved as strings before lists were lists, and how to read each.
+_OLD_STRING_FORMS = {
+    ("env", "action_dims"): parse_list_flag, ("env", "action_groups"): _old_groups,
+    ("ppo", "hidden"): parse_list_flag, ("ppo", "lcrl_hidden"): parse_list_flag,
+    ("ddpg", "hidden"): parse_list_flag, ("ddpg", "lcrl_hidden"): parse_list_flag,
+    ("pead", "stages"): lambda text: tuple(_old_groups(s) for s in text.split("|")),
+    ("pead", "switch_steps"): parse_list_flag,  # '' -> (), '30000' -> (30000,), '64,64' -> (64, 64)
+}
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The validated config of a workdir's saved config.json (control_brax.train writes it).
+
+  Workdirs written by older versions stay loadable: fields added since then take
+  their defaults, and lists saved in their old string form ('64,64',
+  'x,y;z;rx,ry;rz|') are read as the lists they meant; anything else wrong fails
+  validation with its one line.
+  """
+  c = base_rl_config(saved.get("algo", "ppo"))
+  for section, values in saved.items():
+    if section in c and isinstance(values, dict):
+      for key, value in values.items():
+        read = _OLD_STRING_FORMS.get((section, key))
+        try:
+          c[section][key] = read(value) if read is not None and isinstance(value, str) else value
+        except TypeError as e:  # ConfigDict keeps each field's type
+          raise ConfigError(f"config.{section}.{key}: {value!r} in the saved config is not a "
+                            f"{type(c[section][key]).__name__}") from e
+    else:
+      c[section] = values
+  return validate_rl(c)

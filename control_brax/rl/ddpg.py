@@ -24,7 +24,7 @@ from control_brax.rl import networks as nets
 from control_brax.rl import rollout
 from control_brax.rl.config import policy_mask
 from control_brax.rl.normalize import RunningStats, init_stats, normalize, update_stats
-from control_brax.rl.ppo import Algo, hidden_sizes
+from control_brax.rl.ppo import Algo
 
 
 @struct.dataclass
@@ -57,13 +57,13 @@ def extend_buffer(buf: Buffer, index) -> Buffer:
 
 def make(env, cfg) -> Algo:
   n, k_steps = cfg.num_envs, cfg.steps_per_iteration
-  hidden = hidden_sizes(cfg.hidden)
+  hidden = tuple(cfg.hidden)
   n_critics = 2 if cfg.td3 else 1
   obs_size, act_size = env.observation_size, env.action_size
   # LCRL (cfg.lcrl_graph): the actor is one sub-network per action component over its connected state components
   # (a constant mask, closed over); the critics stay globally connected (they judge the joint action).
   mask = policy_mask(cfg, obs_size, act_size, "ddpg")
-  actor_hidden = (hidden_sizes(cfg.get("lcrl_hidden", "")) or hidden) if mask is not None else hidden
+  actor_hidden = (tuple(cfg.lcrl_hidden) or hidden) if mask is not None else hidden
   actor_opt = optax.adam(cfg.actor_lr)
   critic_opt = optax.adam(cfg.critic_lr)
 

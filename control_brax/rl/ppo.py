@@ -49,10 +49,6 @@ class Algo:
   steps_per_iteration: int
 
 
-def hidden_sizes(spec: str) -> tuple[int, ...]:
-  return tuple(int(x) for x in str(spec).split(",") if x.strip())
-
-
 def gae_advantages(reward, value, done, last_value, gamma: float, lam: float):
   """Generalised advantage estimates over a (T, N) rollout; `done[t]` ends the episode after step t."""
 
@@ -71,11 +67,11 @@ def make(env, cfg) -> Algo:
   n, t_len = cfg.num_envs, cfg.rollout_len
   batch = n * t_len
   mb = batch // cfg.minibatches
-  hidden = hidden_sizes(cfg.hidden)
+  hidden = tuple(cfg.hidden)
   # LCRL (cfg.lcrl_graph): the policy mean is one sub-network per action component over its connected state
   # components (a constant mask, closed over); the value network stays globally connected.
   mask = policy_mask(cfg, env.observation_size, env.action_size, "ppo")
-  pi_hidden = (hidden_sizes(cfg.get("lcrl_hidden", "")) or hidden) if mask is not None else hidden
+  pi_hidden = (tuple(cfg.lcrl_hidden) or hidden) if mask is not None else hidden
   optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate, eps=1e-5))
 
   def policy_mean(policy, obs):

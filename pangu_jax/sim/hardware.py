@@ -15,7 +15,7 @@ import os
 
 import ml_collections
 
-from confspec import ConfigError, Field, validate
+from confspec import ConfigError, Field, defaults, validate
 from runkit.configfile import load_config_file
 
 DTYPE_KEYS = ("bfloat16", "float32")
@@ -29,7 +29,7 @@ SCHEMA = {
     "memory_gb": Field(float, lo=0, lo_open=True),
     "mem_bw": Field(float, lo=0, lo_open=True, doc="bytes/s"),
     "mem_bw_eff": Field(float, lo=0, lo_open=True, hi=1),
-    "gather_bw": Field(float, lo=0, doc="bytes/s of row gathers (0 = mem_bw * mem_bw_eff)"),
+    "gather_bw": Field(float, 0.0, lo=0, doc="bytes/s of row gathers (0 = mem_bw * mem_bw_eff)"),
     "mem_reserved_gb": Field(float, lo=0),
     "devices_per_node": Field(int, lo=1),
     "intra_bw": Field(float, lo=0, lo_open=True, doc="bytes/s per device per direction inside a node"),
@@ -39,16 +39,16 @@ SCHEMA = {
     "comm_eff": Field(float, lo=0, lo_open=True, hi=1),
     "offload_bw": Field(float, lo=0, lo_open=True, doc="host link bytes/s"),
     "op_overhead_s": Field(float, lo=0, doc="fixed cost per kernel"),
-    "step_overhead_s": Field(float, lo=0, doc="fixed host cost per training step"),
-    "host_shared_compute": Field(bool, doc="devices share one host's cores (simulated CPU devices)"),
-    "overlap_eff": Field(float, lo=0, hi=1, doc="share of overlappable communication actually hidden"),
-    "source": Field(str, doc="how the numbers were obtained"),
-    "probe_s": Field(float, lo=0, doc="calibration-time speed probe (calibrate.speed_probe), 0 = none"),
-    "residual_s_per_byte": Field(float, lo=0, doc="extra backward seconds per byte of activations a layer saves "
+    "step_overhead_s": Field(float, 0.0, lo=0, doc="fixed host cost per training step"),
+    "host_shared_compute": Field(bool, False, doc="devices share one host's cores (simulated CPU devices)"),
+    "overlap_eff": Field(float, 0.8, lo=0, hi=1, doc="share of overlappable communication actually hidden"),
+    "source": Field(str, "public figures", doc="how the numbers were obtained"),
+    "probe_s": Field(float, 0.0, lo=0, doc="calibration-time speed probe (calibrate.speed_probe), 0 = none"),
+    "residual_s_per_byte": Field(float, 0.0, lo=0, doc="extra backward seconds per byte of activations a layer saves "
                                  "for it (XLA:CPU's scanned residuals; 0 = none)"),
-    "recompute_ratio": Field(float, lo=0, lo_open=True, hi=2,
+    "recompute_ratio": Field(float, 1.0, lo=0, lo_open=True, hi=2,
                              doc="recomputation's cost as a fraction of the forward it repeats"),
-    "kernels": Field(str, choices=("fused", "xla_cpu"),
+    "kernels": Field(str, "fused", choices=("fused", "xla_cpu"),
                      doc="fused: flash attention, unpadded grouped matmul; xla_cpu: this repository's CPU lowering"),
 }
 
@@ -57,11 +57,7 @@ def hardware_config(*, matmul_peak: dict, vector_peak: dict, gemm_table=None, co
                     **fields) -> ml_collections.ConfigDict:
   """A validated hardware ConfigDict. `gemm_table`: [[M, K, N, flop_per_s], ...] measured (float32);
   `collective_table`: {kind: [latency_s, bytes_per_s]} measured on `devices_per_node` devices."""
-  defaults = dict(gather_bw=0.0, step_overhead_s=0.0, host_shared_compute=False,
-                  overlap_eff=0.8,
-                  source="public figures", kernels="fused",
-                  probe_s=0.0, residual_s_per_byte=0.0, recompute_ratio=1.0)
-  cfg = dict(defaults)
+  cfg = defaults(SCHEMA).to_dict()  # the declared defaults; the fields without one must be given
   cfg.update(fields)
   cfg["matmul_peak"] = {k: float(matmul_peak[k]) for k in DTYPE_KEYS}
   cfg["vector_peak"] = {k: float(vector_peak[k]) for k in DTYPE_KEYS}

@@ -132,7 +132,7 @@ def test_reference_descends_then_holds():
 
 
 def test_pead_groups_tie_axes():
-  spec = _spec(action_groups="x,y;z;rx,ry;rz")
+  spec = _spec(action_groups=(("x", "y"), ("z",), ("rx", "ry"), ("rz",)))
   assert spec.action_size == 4
   inc, k_scale = task.split_action(spec, np.array([1.0, -0.5, 0.2, 2.0]), np)  # the last one clips to 1
   s_m, s_r = 0.0005, 0.005
@@ -141,17 +141,17 @@ def test_pead_groups_tie_axes():
 
 
 def test_gain_actions_scale_stiffness():
-  spec = _spec(action_dims="x,y", gain_action=True, gain_log_range=1.0)
+  spec = _spec(action_dims=("x", "y"), gain_action=True, gain_log_range=1.0)
   assert spec.action_size == 4
   _, k_scale = task.split_action(spec, np.array([0.0, 0.0, 1.0, -1.0]), np)
   np.testing.assert_allclose(k_scale, [math.e, 1 / math.e, 1, 1, 1, 1])
 
 
 @pytest.mark.parametrize("field,value,needle", [
-    ("action_dims", "x,q", "env.action_dims"),
+    ("action_dims", ("x", "q"), "env.action_dims"),
     ("adm_k", (1.0, 2.0), "env.adm_k"),
     ("solref_timeconst", 0.001, "env.solref_timeconst"),
-    ("action_groups", "x,y", "env.action_groups"),
+    ("action_groups", (("x", "y"),), "env.action_groups"),
     ("substeps", 0, "env.substeps"),
 ])
 def test_bad_env_values_name_the_field(field, value, needle):

@@ -86,7 +86,7 @@ def _write_graph(tmp_path, graph, name="g.json"):
 
 def _train_ppo(path, iterations=40):
   c = base_rl_config("ppo").ppo
-  c.update(num_envs=32, rollout_len=16, minibatches=4, learning_rate=3e-3, hidden="16", lcrl_graph=path,
+  c.update(num_envs=32, rollout_len=16, minibatches=4, learning_rate=3e-3, hidden=(16,), lcrl_graph=path,
            normalize_obs=False, reward_scale=1.0, gamma=0.5)
   algo = ppo.make(TrackEnv(), c)
   ts = algo.init(jax.random.PRNGKey(0))
@@ -122,7 +122,7 @@ def test_ddpg_lcrl_actor_is_local_and_learns(tmp_path):
   path = _write_graph(tmp_path, [[1, 0, 0, 0], [0, 0, 1, 0]])
   c = base_rl_config("ddpg").ddpg
   c.update(num_envs=16, steps_per_iteration=4, updates_per_iteration=16, batch_size=64, buffer_size=4096,
-           warmup_steps=256, hidden="32,32", lcrl_graph=path, normalize_obs=False, reward_scale=1.0, gamma=0.5,
+           warmup_steps=256, hidden=(32, 32), lcrl_graph=path, normalize_obs=False, reward_scale=1.0, gamma=0.5,
            actor_lr=1e-3, critic_lr=1e-3)
   algo = ddpg.make(TrackEnv(), c)
   ts = algo.init(jax.random.PRNGKey(0))
@@ -155,7 +155,7 @@ def test_config_rejects_a_graph_of_the_wrong_shape_naming_the_field(tmp_path):
     validate_rl(c)
   d = base_rl_config("ddpg")
   d.ddpg.lcrl_graph = _write_graph(tmp_path, np.ones((6, 12)).tolist())
-  d.env.action_groups = "x,y;z;rx,ry;rz"  # 4 action components
+  d.env.action_groups = (("x", "y"), ("z",), ("rx", "ry"), ("rz",))  # 4 action components
   with pytest.raises(ConfigError, match=r"ddpg\.lcrl_graph.*\(4, 12\)"):
     validate_rl(d)
 

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from control_brax.config import base_env_config
+from control_brax.config import POSE_AXES, base_env_config
 from control_brax.envs import PegInHoleEnv
 from control_brax.pead import extend_ddpg, extend_policy, group_index
 from control_brax.rl import ddpg, networks, ppo
@@ -54,11 +54,14 @@ def _env(groups, **over):
   return PegInHoleEnv(c)
 
 
-@pytest.mark.parametrize("old,new", [("x,y;z;rx,ry;rz", ""), ("x,y,z;rx,ry,rz", "x,y;z;rx,ry;rz")])
+PEAD4 = (("x", "y"), ("z",), ("rx", "ry"), ("rz",))  # x/y tied, tilts tied, z and yaw alone
+
+
+@pytest.mark.parametrize("old,new", [(PEAD4, ()), ((("x", "y", "z"), ("rx", "ry", "rz")), PEAD4)])
 def test_pead_extension_preserves_actions_and_dynamics(old, new):
   """Same observations -> the extended policy's actions drive the env exactly as the grouped policy's did."""
   env_old, env_new = _env(old), _env(new)  # MJX envs are built (not compiled): sizes and configs only
-  index, counts = group_index("x,y,z,rx,ry,rz", old, new)
+  index, counts = group_index(POSE_AXES, old, new)
   pol = networks.init_policy(jax.random.PRNGKey(0), env_old.observation_size, env_old.action_size, (16, 16))
   pol["mean"][-1]["w"] = jax.random.normal(jax.random.PRNGKey(1), pol["mean"][-1]["w"].shape)  # not near zero
   ext = extend_policy(pol, index)
@@ -80,9 +83,9 @@ def test_pead_extension_preserves_actions_and_dynamics(old, new):
 
 
 def test_pead_extension_preserves_ddpg_actor_and_critic():
-  old, new = "x,y;z;rx,ry;rz", ""
+  old, new = PEAD4, ()
   env_old, env_new = _env(old), _env(new)
-  index, counts = group_index("x,y,z,rx,ry,rz", old, new)
+  index, counts = group_index(POSE_AXES, old, new)
   cfg = base_rl_config("ddpg").ddpg
   cfg.num_envs, cfg.buffer_size = 2, 16
   algo = ddpg.make(env_old, cfg)
@@ -105,9 +108,9 @@ def _tiny(algo="ppo", **train):
   c = base_rl_config(algo)
   c.env.peg = "square"
   c.env.episode_steps = 20
-  c.ppo.update(num_envs=8, rollout_len=8, minibatches=2, epochs=2, hidden="16,16")
+  c.ppo.update(num_envs=8, rollout_len=8, minibatches=2, epochs=2, hidden=(16, 16))
   c.ddpg.update(num_envs=4, steps_per_iteration=4, updates_per_iteration=4, batch_size=16, buffer_size=512,
-                warmup_steps=32, hidden="16,16")
+                warmup_steps=32, hidden=(16, 16))
   c.train.update(total_env_steps=256, eval_every_steps=128, eval_envs=8, checkpoint_every_steps=128, num_seeds=2)
   c.train.update(train)
   return c
@@ -126,7 +129,7 @@ def test_iteration_keeps_the_train_state_types(algo):
   returns exactly the init's types, so neither the driver's second iteration nor a resumed run compiles the
   iteration program again (each compile of the MJX rollout costs about a minute here)."""
   c = _tiny(algo)
-  algo_ = ppo.make(_env("x,y,z,rx,ry,rz"), c.ppo) if algo == "ppo" else ddpg.make(_env("x,y,z,rx,ry,rz"), c.ddpg)
+  algo_ = ppo.make(_env((POSE_AXES,)), c.ppo) if algo == "ppo" else ddpg.make(_env((POSE_AXES,)), c.ddpg)
   ts0 = jax.eval_shape(algo_.init, jax.random.PRNGKey(0))
   ts1, _ = jax.eval_shape(algo_.iteration, ts0)
   kind = lambda a: (a.shape, a.dtype, a.weak_type)  # noqa: E731
@@ -147,7 +150,7 @@ def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo, pead):
   from control_brax.train import train
 
   cfg = _tiny(algo)
-  cfg.pead.update(enabled=pead, stages="x,y;z;rx,ry;rz|", switch="steps", switch_steps="128")
+  cfg.pead.update(enabled=pead, stages=(PEAD4, ()), switch="steps", switch_steps=(128,))
   stage = 1 if pead else 0
   full = train(cfg, str(tmp_path / "full"), progress=False, log=lambda m: None)
   assert full["env_steps"] == 256 and full["stage"] == stage
@@ -180,7 +183,7 @@ def test_experiment_driver_smoke(tmp_path):
              evals_per_run=2, eval_envs=8,
              run_overrides=json.dumps({"env": {"episode_steps": 20},
                                        "ppo": {"num_envs": 8, "rollout_len": 8, "minibatches": 2, "epochs": 2,
-                                               "hidden": "16,16"}}))
+                                               "hidden": [16, 16]}}))
   res = experiment.run(exp, str(tmp_path), log=lambda m: None, progress=False)
   assert set(res["results"]) == {"ppo/rl_alone", "ppo/rl_compliance"}
   for name in ("report.md", "results.json", "learning_curves.png", "steps_to_80.png"):

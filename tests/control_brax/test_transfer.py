@@ -126,7 +126,7 @@ def test_wdpd_weights_rule(feats):
   s = np.array([f, f, f, 1, 1, 1])  # torque law: rotational gains unchanged
   np.testing.assert_allclose(w, np.minimum(s, 1 / s), rtol=1e-3)
   np.testing.assert_allclose(wdpd.weights(sq, sq), np.ones(6))
-  np.testing.assert_allclose(wdpd.weights(sq, rect, "x,rz"), w[[0, 5]])
+  np.testing.assert_allclose(wdpd.weights(sq, rect, ("x", "rz")), w[[0, 5]])
   # symmetric in A and B: the rule distrusts change in either direction equally
   np.testing.assert_allclose(wdpd.weights(rect, sq), w, rtol=1e-9)
 
