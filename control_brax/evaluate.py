@@ -26,7 +26,7 @@ from runkit.checkpoint import Checkpointer
 def load_agent(cfg, workdir: str):
   """(runner, train state) of the newest intact checkpoint in `workdir`."""
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False,
-                      flat=True)
+                      flat=True, read_only=True)
   steps = ckpt.steps()
   if not steps:
     raise FileNotFoundError(f"--workdir: no checkpoint under {workdir}/checkpoints (train first)")

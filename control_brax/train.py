@@ -100,14 +100,6 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
   os.makedirs(workdir, exist_ok=True)
-  cfg_path = os.path.join(workdir, "config.json")
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      saved = json.load(f)
-    if saved != json.loads(json.dumps(cfg.to_dict())):
-      log(f"note: {cfg_path} differs from this config; the new config is used and saved")
-  atomic_write_json(cfg_path, cfg.to_dict(), indent=1)
-
   tc = cfg.train
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log,
                       flat=True)
@@ -120,11 +112,19 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
     try:
       stage = int(ckpt.read_meta(step).get("stage", 0))
       break
-    except Exception:  # noqa: BLE001 - an unreadable step is handled (deleted) by restore_latest below
+    except Exception:  # noqa: BLE001 - an unreadable step is handled (quarantined) by restore_latest below
       continue
   runner = get_runner(cfg, stage)
   abstract = runner.abstract()
-  got = ckpt.restore_latest(abstract) if ckpt.steps() else None
+  got = ckpt.restore_latest(abstract) if ckpt.steps() else None  # a config mismatch stops here, nothing written
+  # The run really starts or resumes: only now is its config written (a rejected invocation leaves it alone).
+  cfg_path = os.path.join(workdir, "config.json")
+  if os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      saved = json.load(f)
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+      log(f"note: {cfg_path} differs from this config; the new config is used and saved")
+  atomic_write_json(cfg_path, cfg.to_dict(), indent=1)
   if got is not None:
     it, ts, meta = got
     log(f"resumed from iteration {it} (stage {stage}, {int(np.asarray(ts.env_steps)[0])} env steps per seed)")

@@ -24,7 +24,8 @@ def load_params_for_inference(workdir: str):
     raise FileNotFoundError(f"--workdir: {workdir} has no config.json (not a pangu_jax.train workdir)")
   with open(path) as f:
     cfg = validate_config(with_defaults(json.load(f)))
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False,
+                      read_only=True)
   got = ckpt.restore_latest(abstract_train_state(cfg))
   ckpt.close()
   if got is None:

@@ -203,8 +203,27 @@ def test_corrupt_latest_checkpoint_falls_back_with_one_line(tmp_path):
   assert "resuming from step 3" in lines
   assert summary["status"] == "completed"
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3)
-  assert ckpt.steps() == [3, 6, 9]  # the corrupt step was removed and written again: no save was refused
+  assert ckpt.steps() == [3, 6, 9]  # the corrupt step was moved aside and written again: no save was refused
   ckpt.close()
+  assert [p.name.split(".")[0] for p in (tmp_path / "checkpoints.quarantine").iterdir()] == ["6"]  # kept, not deleted
+
+
+def test_config_mismatch_on_resume_is_one_line_and_deletes_nothing(tmp_path):
+  """Resuming a trained run with a model that does not fit its checkpoints stops with one line naming the first
+  differing weight; every step and the run's config.json stay as they were."""
+  train(micro_config(steps=3), str(tmp_path), progress=False)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "checkpoints" in p.parts}
+  config_before = (tmp_path / "config.json").read_bytes()
+  cfg = micro_config(steps=6)
+  cfg.model.hidden_size = 48
+  with pytest.raises(ConfigError) as e:
+    train(cfg, str(tmp_path), progress=False)
+  msg = str(e.value)
+  assert "does not match this config" in msg and "['params']" in msg and "\n" not in msg
+  assert ", 32" in msg.split("in the checkpoint")[0] and ", 48" in msg.split("in the checkpoint")[1]
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "checkpoints" in p.parts}
+  assert after == before and not (tmp_path / "checkpoints.quarantine").exists()
+  assert (tmp_path / "config.json").read_bytes() == config_before
 
 
 def test_partial_checkpoint_directory_is_ignored(tmp_path):

@@ -70,8 +70,6 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   t = cfg.train
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0
-  if primary:
-    _write_config(cfg, workdir)
   corpus = Corpus(cfg.data, t.seq_len)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, log=log)
   par = runtime.setup(cfg, abstract_train_state(cfg)) if runtime.is_parallel(cfg) else None
@@ -84,6 +82,8 @@ def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=Non
   else:
     start, state, _ = restored
     log(f"resuming from step {start}")
+  if primary:  # the run really starts or resumes: only now is its config written (a rejected one leaves it alone)
+    _write_config(cfg, workdir)
   metrics = MetricsWriter(workdir, resume_step=start) if primary else _NullWriter()
   train_step, eval_step = make_train_step(cfg, par), make_eval_step(cfg, par)
   n_ep = par.layout.expert_shards if par is not None else 1

@@ -90,3 +90,34 @@ def test_median_ci_censoring_and_degenerate_samples():
   r = median_ci([10.0, 20.0, 30.0, 40.0, None])
   assert r["median"] == 30.0 and r["ci95"][1] is None and r["ci95"][0] >= 10.0
   assert median_ci([5.0]) == {"median": 5.0, "ci95": [5.0, 5.0], "reached": 1, "n": 1}
+
+
+def test_read_only_checkpointer_creates_moves_and_deletes_nothing(tmp_path):
+  missing = tmp_path / "none" / "checkpoints"
+  ro = Checkpointer(str(missing), keep=2, read_only=True)
+  assert ro.steps() == [] and ro.restore_latest({"a": jnp.zeros(2)}) is None
+  ro.close()
+  assert not (tmp_path / "none").exists()
+  state = {"a": jnp.arange(50_000.0)}
+  ckpt = Checkpointer(str(tmp_path / "ck"), keep=3, async_save=False)
+  ckpt.save(1, state, {})
+  ckpt.save(2, {"a": state["a"] + 1}, {})
+  ckpt.close()
+  victim = max((p for p in (tmp_path / "ck" / "2").rglob("*") if p.is_file() and "/d/" in str(p)),
+               key=lambda p: p.stat().st_size)
+  victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+  lines = []
+  ro = Checkpointer(str(tmp_path / "ck"), keep=3, read_only=True, log=lines.append)
+  step, got, _ = ro.restore_latest(jax.eval_shape(lambda: state))
+  ro.close()
+  assert step == 1 and len(lines) == 1 and "skipped" in lines[0]
+  assert (tmp_path / "ck" / "2").exists() and not (tmp_path / "ck.quarantine").exists()
+
+
+def test_structure_mismatch_raises_and_names_the_leaf(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "ck"), keep=2, async_save=False)
+  ckpt.save(1, {"w": jnp.zeros((4, 8))}, {})
+  with pytest.raises(ConfigError, match=r"\['w'\] is float32\(4, 8\) in the checkpoint, float32\(4, 16\) now"):
+    ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4, 16), jnp.float32)})
+  assert ckpt.steps() == [1]
+  ckpt.close()
