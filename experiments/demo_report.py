@@ -1,7 +1,7 @@
 """The demo's report: `<out>/report.md` and its plots, built only from the files the demo's stages wrote.
 
 Every number in the report goes through `Figures.add(label, value, source)`, which also lists it in the report's
-"Figures and their sources" table (file and field), so a reader (and tests/test_demo.py) can check each one
+"Figures and their sources" table (file and field), so a reader (and tests/experiments/test_demo.py) can check each one
 against the run's own metrics files.
 """
 

@@ -4,7 +4,7 @@
     python tools/gen_build.py --check  # exit 1 if BUILD is stale
 
 One py_library per package, one py_binary per binary module (docs/contracts.md),
-one py_test per tests/test_*.py (run through pytest by tests/bazel_pytest.py),
+one py_test per tests/**/test_*.py (run through pytest by tests/bazel_pytest.py),
 and a filegroup of the config files. Third-party packages come from the
 interpreter's site-packages (.venv), not from Bazel: see docs/build.md.
 """

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.wrappers import training as brax_wrappers
+from conftest import REPO
 
 from control_brax import task
 from control_brax.config import base_env_config, load_peg
@@ -15,7 +16,6 @@ from control_brax.envs import PegInHoleEnv
 from control_brax.gym_env import PegInHoleGymEnv
 from control_brax.scripted import gains, run_episodes, summarize
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEGS = ["square", "round", "rect", "l_shape", "t_shape"]
 
 

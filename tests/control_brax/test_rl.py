@@ -172,38 +172,3 @@ def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo, pead):
   json.dumps(full)
 
 
-@pytest.mark.slow
-def test_experiment_driver_smoke(tmp_path):
-  """The experiment driver end to end on a tiny budget: two variants (without PEAD: its stages would add compiled
-  programs; the switch is covered by the resume test), report, plots, results JSON, resume."""
-  from experiments import assembly_methods as experiment
-
-  exp = experiment.default_config()
-  exp.update(peg="square", algos="ppo", variants="rl_alone,rl_compliance", seeds=2, ppo_env_steps=128,
-             evals_per_run=2, eval_envs=8,
-             run_overrides=json.dumps({"env": {"episode_steps": 20},
-                                       "ppo": {"num_envs": 8, "rollout_len": 8, "minibatches": 2, "epochs": 2,
-                                               "hidden": [16, 16]}}))
-  res = experiment.run(exp, str(tmp_path), log=lambda m: None, progress=False)
-  assert set(res["results"]) == {"ppo/rl_alone", "ppo/rl_compliance"}
-  for name in ("report.md", "results.json", "learning_curves.png", "steps_to_80.png"):
-    assert (tmp_path / name).exists()
-  with open(tmp_path / "results.json") as f:
-    saved = json.load(f)
-  seeds = saved["results"]["ppo/rl_compliance"]["seeds"]
-  assert len(seeds["final_success_rate"]) == 2
-  # a second call resumes (finished runs do no work) and reproduces the same figures
-  again = experiment.run(exp, str(tmp_path), log=lambda m: None, progress=False)
-  assert again["results"] == res["results"]
-
-
-def test_bootstrap_interval_contains_mean_and_shrinks():
-  from runkit.stats import mean_ci as bootstrap_ci
-
-  rng = np.random.default_rng(0)
-  small = bootstrap_ci(rng.normal(1.0, 1.0, 5))
-  large = bootstrap_ci(rng.normal(1.0, 1.0, 500))
-  assert small["ci95"][0] <= small["mean"] <= small["ci95"][1]
-  assert (large["ci95"][1] - large["ci95"][0]) < (small["ci95"][1] - small["ci95"][0])
-  assert abs(large["mean"] - 1.0) < 0.2
-  assert bootstrap_ci([None, None])["mean"] is None

@@ -13,7 +13,7 @@ from runkit.atomic import atomic_path, atomic_write, atomic_write_json
 from runkit.checkpoint import Checkpointer
 from runkit.configfile import load_config_file
 from runkit.metrics import read_jsonl
-from runkit.stats import mean_ci, median_ci
+from runkit.stats import mean_ci, median_ci, paired_binary_change_ci
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -82,11 +82,7 @@ def test_mean_ci_matches_the_normal_interval_for_many_seeds():
   np.testing.assert_allclose(r["ci95"], [v.mean() - half, v.mean() + half], rtol=0.02)
 
 
-def test_median_ci_censoring_and_degenerate_samples():
-  r = median_ci([1.0, 2.0, 3.0])
-  assert r["median"] == 2.0 and 1.0 <= r["ci95"][0] <= 2.0 <= r["ci95"][1] <= 3.0
-  r = median_ci([1.0, None, None])
-  assert r["median"] is None and r["ci95"][1] is None and r["reached"] == 1
+def test_median_ci_censored_upper_bound_and_degenerate_samples():
   r = median_ci([10.0, 20.0, 30.0, 40.0, None])
   assert r["median"] == 30.0 and r["ci95"][1] is None and r["ci95"][0] >= 10.0
   assert median_ci([5.0]) == {"median": 5.0, "ci95": [5.0, 5.0], "reached": 1, "n": 1}
@@ -121,3 +117,34 @@ def test_structure_mismatch_raises_and_names_the_leaf(tmp_path):
     ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4, 16), jnp.float32)})
   assert ckpt.steps() == [1]
   ckpt.close()
+
+
+def test_success_change_interval_matches_per_episode_differences():
+  """The interval from discordant counts equals the normal interval of the per-episode +1 / -1 / 0 differences."""
+  won, lost, n = 75, 19, 4000
+  d = np.concatenate([np.ones(won), -np.ones(lost), np.zeros(n - won - lost)])
+  half = 1.96 * d.std() / np.sqrt(n)
+  np.testing.assert_allclose(paired_binary_change_ci(won, lost, n), [d.mean() - half, d.mean() + half], rtol=1e-12)
+
+
+def test_median_ci_censoring():
+  from runkit.stats import median_ci  # noqa: PLC0415
+
+  r = median_ci([1.0, 2.0, 3.0])
+  assert r["median"] == 2.0 and 1.0 <= r["ci95"][0] <= 2.0 <= r["ci95"][1] <= 3.0
+  r = median_ci([1.0, None, None])
+  assert r["median"] is None and r["ci95"][1] is None and r["reached"] == 1
+  r = median_ci([1.0, 2.0, None])
+  assert r["median"] == 2.0 and r["ci95"][1] is None
+
+
+def test_bootstrap_interval_contains_mean_and_shrinks():
+  from runkit.stats import mean_ci as bootstrap_ci
+
+  rng = np.random.default_rng(0)
+  small = bootstrap_ci(rng.normal(1.0, 1.0, 5))
+  large = bootstrap_ci(rng.normal(1.0, 1.0, 500))
+  assert small["ci95"][0] <= small["mean"] <= small["ci95"][1]
+  assert (large["ci95"][1] - large["ci95"][0]) < (small["ci95"][1] - small["ci95"][0])
+  assert abs(large["mean"] - 1.0) < 0.2
+  assert bootstrap_ci([None, None])["mean"] is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from confspec import ConfigError
 from pangu_jax.config import base_config
@@ -20,7 +21,6 @@ from pangu_jax.sim.plan import make_plan, parse_plan_string
 from pangu_jax.sim.predict import predict
 from pangu_jax.sim.validate import steady_step_time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_PLAN = "tp=8,pp=16,vpp=2,ep=4,mbs=2,seq=4096,devices=6144"
 
 

@@ -1,7 +1,6 @@
 """The parity suite: JAX reference vs exported torch, per layer, across architecture variants and lowerings."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -9,8 +8,6 @@ import jax
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import REPO, small_model_cfg  # noqa: E402
 
 from npu_backend.fused import reference  # noqa: E402
@@ -84,7 +81,7 @@ def test_checkpoint_trained_for_a_few_steps(tmp_path):
 
 
 # The binary with the mocked NPU lowering, in float32 (tight bound) and bfloat16. Its plain CPU path runs in the
-# quick demo's parity stage (tests/test_demo.py) and plain bfloat16 numerics in-process above: two binary runs
+# quick demo's parity stage (tests/experiments/test_demo.py) and plain bfloat16 numerics in-process above: two binary runs
 # instead of four (each is a ~30 s subprocess; the suite has a time budget).
 @pytest.mark.parametrize("extra", [["--mock_npu"], ["--mock_npu", "--dtype=bfloat16"]])
 def test_parity_binary_on_the_tiny_preset(extra):

@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 OVERRIDES = ["--config.model.num_layers=3", "--config.model.hidden_size=64", "--config.model.expert_ffn_dim=32",
              "--config.model.dense_ffn_dim=128", "--config.train.batch_size=8", "--config.train.seq_len=32",
              "--config.train.steps=8", "--config.train.log_every=1", "--config.train.eval_every=8",

@@ -1,0 +1,56 @@
+"""The transfer comparison driver (experiments.transfer): config validation and a smoke run on a new geometry."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from control_brax import etcl, wdpd
+from control_brax.config import load_peg
+
+
+def test_transfer_rejects_unknown_etcl_law(tmp_path):
+  from experiments import transfer  # noqa: PLC0415
+
+  c = transfer.default_config()
+  c.transfer.etcl_law = "stiffer"
+  with pytest.raises(ValueError, match="config.transfer.etcl_law"):
+    transfer.run("square", "l_shape", str(tmp_path), c, progress=False, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_transfer_new_geometry_file(tmp_path):
+  """A geometry given only as a parameter file (a rect variant written here) runs through the transfer driver."""
+  from experiments import transfer  # noqa: PLC0415
+
+  peg = tmp_path / "rect_wide.py"
+  peg.write_text("from control_brax.geometry import base_peg\n\n\ndef get_config():\n  c = base_peg()\n"
+                 "  c.name = 'rect_wide'\n  c.rects = ((0.0, 0.0, 0.016, 0.008),)\n  c.clearance = 0.0006\n"
+                 "  return c\n")
+  c = transfer.default_config()
+  c.ppo.num_envs, c.ppo.rollout_len, c.ppo.minibatches = 8, 4, 2
+  c.train.eval_envs, c.train.eval_every_steps, c.train.checkpoint_every_steps = 4, 32, 64
+  c.env.episode_steps = 20
+  c.transfer.seeds, c.transfer.budget_steps, c.transfer.teacher_steps = 2, 64, 32
+  c.transfer.distill_rollout_len, c.transfer.distill_steps = 2, 5
+  # Only the method that uses every piece (teacher, ETCL gains and WDPD weights from the file's features,
+  # distillation): each method is one more compiled RL program, and the suite has a time budget.
+  res = transfer.run("square", str(peg), str(tmp_path / "out"), c, progress=False, log=lambda m: None,
+                     methods=("etcl_wdpd",))
+  js = transfer.contract_json(res)
+  assert js["target"] == "rect_wide"
+  m = "etcl_wdpd"
+  for k in ("steps_to_80", "wall_s_to_80"):
+    assert set(js[m][k]) == {"median", "ci95"} and len(js[m][k]["ci95"]) == 2
+  assert 0 <= js[m]["final_success_rate"] <= 1
+  assert len(res["results"][m]["seeds"]["final_success_rate"]) == 2
+  assert all(js[o] is None for o in transfer.METHODS if o != m)
+  assert set(res["meta"]["unfinished"]) == set(transfer.METHODS) - {m}
+  assert os.path.exists(tmp_path / "out" / "report.md")
+  with open(tmp_path / "out" / "runs" / "etcl_wdpd" / "distill.json") as f:
+    d = json.load(f)
+  np.testing.assert_allclose(d["weights"], wdpd.weights(etcl.features(load_peg("square")),
+                                                        etcl.features(load_peg(str(peg)))), rtol=1e-6)
