@@ -16,7 +16,12 @@ from confspec import ConfigError
 
 
 def load_config_file(path: str, what: str = "--config"):
-  """The result of `get_config()` in the Python file at `path`. `what` names the flag or field in errors."""
+  """The result of `get_config()` in the Python file at `path`. `what` names the flag or field in errors.
+
+  As with absl's `--config=FILE:ARG`, a `:ARG` suffix is passed to `get_config(ARG)`."""
+  arg = None
+  if not os.path.isfile(path) and ":" in path and os.path.isfile(path.rsplit(":", 1)[0]):
+    path, arg = path.rsplit(":", 1)
   if not os.path.isfile(path):
     raise ConfigError(f"{what}: config file not found: {path}")
   name = "_config_" + os.path.splitext(os.path.basename(path))[0] + f"_{abs(hash(os.path.abspath(path)))}"
@@ -29,7 +34,7 @@ def load_config_file(path: str, what: str = "--config"):
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
       raise ConfigError(f"{what}: {path} has no get_config() function")
-    return get_config()
+    return get_config() if arg is None else get_config(arg)
   except ConfigError:
     raise
   except SyntaxError as e:

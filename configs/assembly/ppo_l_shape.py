@@ -7,9 +7,9 @@ from control_brax.rl.config import base_rl_config
 
 
 def get_config():
-  c = base_rl_config("ppo")
-  c.env.peg = "l_shape"
-  c.train.total_env_steps = 1_000_000
-  c.train.eval_every_steps = 40_960
-  c.train.target_success = 0.95  # stop once every seed's evaluation success reaches this (0 = run the budget)
-  return c
+  return base_rl_config("ppo", {
+      "env.peg": "l_shape",
+      "train.total_env_steps": 1_000_000,
+      "train.eval_every_steps": 40_960,
+      "train.target_success": 0.95,  # stop once every seed's evaluation success reaches this (0 = run the budget)
+  })

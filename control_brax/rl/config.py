@@ -101,9 +101,11 @@ SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, "ppo", choices=("ppo", "ddpg")),
 ALGO_DEFAULTS = {"ppo": {}, "ddpg": {"train.total_env_steps": 300_000}}
 
 
-def base_rl_config(algo: str = "ppo") -> ml_collections.ConfigDict:
-  """Every declared default, with `algo` and its ALGO_DEFAULTS; ConfigError for an unknown algorithm."""
-  return defaults(SCHEMA, {"algo": algo, **ALGO_DEFAULTS.get(algo, {})})
+def base_rl_config(algo: str = "ppo", overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """Every declared default, with `algo`, its ALGO_DEFAULTS and then `overrides` ({"a.b": value}, each checked
+  like a declared default); ConfigError for an unknown algorithm or field. Config files under configs/assembly/
+  are one call of this."""
+  return defaults(SCHEMA, {"algo": algo, **ALGO_DEFAULTS.get(algo, {}), **(overrides or {})})
 
 
 def env_sizes(env) -> tuple[int, int]:

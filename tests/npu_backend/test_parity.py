@@ -81,8 +81,8 @@ def test_checkpoint_trained_for_a_few_steps(tmp_path):
 
 
 # The binary with the mocked NPU lowering, in float32 (tight bound) and bfloat16. Its plain CPU path runs in the
-# quick demo's parity stage (tests/experiments/test_demo.py) and plain bfloat16 numerics in-process above: two binary runs
-# instead of four (each is a ~30 s subprocess; the suite has a time budget).
+# quick demo's parity stage (tests/experiments/test_demo.py) and plain bfloat16 numerics in-process above: two
+# binary runs instead of four (each is a ~30 s subprocess; the suite has a time budget).
 @pytest.mark.parametrize("extra", [["--mock_npu"], ["--mock_npu", "--dtype=bfloat16"]])
 def test_parity_binary_on_the_tiny_preset(extra):
   proc = subprocess.run([sys.executable, "-m", "npu_backend.parity", "--config=configs/pangu/tiny.py", "--json",
