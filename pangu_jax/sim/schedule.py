@@ -6,8 +6,9 @@ bubble share is (p - 1) / (m + p - 1). Interleaved (Megatron's virtual stages, v
 chunks of 1/v the work; the ramp shrinks to (p - 1)/v stage-times: step = (m + (p - 1)/v)(t_f + t_b), bubble
 share (p - 1) / (v m + p - 1). The event simulation below runs the actual per-stage task order and dependency
 rules and reproduces these closed forms when every stage takes the same time (tests/pangu_jax/test_sim.py).
-Stages differ (the embedding, the MTP block and the head sit on some stages only): then `predict` runs the simulation with
-each stage's own chunk times, since the closed form on the slowest stage would run the ramp at its pace too.
+Stages differ (the embedding, the MTP block and the head sit on some stages only): then `predict` runs the
+simulation with each stage's own chunk times, since the closed form on the slowest stage would run the ramp at its
+pace too.
 """
 
 from __future__ import annotations
