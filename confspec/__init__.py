@@ -35,12 +35,16 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["ConfigError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "run", "to_dict",
+__all__ = ["ConfigError", "RunError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "run", "to_dict",
            "parse_list_flag", "install_flag_parsers"]
 
 
 class ConfigError(ValueError):
   """A config value is unknown, of the wrong type or out of range (one line)."""
+
+
+class RunError(RuntimeError):
+  """The run cannot start as asked although its config is valid (e.g. another run holds the workdir): one line."""
 
 
 class _Required:
@@ -286,13 +290,16 @@ def _describe(spec: Any) -> str:
 
 
 def exit_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """Decorator for absl `main`s: a ConfigError exits with its one line, code 2."""
+  """Decorator for absl `main`s: a ConfigError or RunError exits with its one line, code 2."""
 
   def wrapped(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
     except ConfigError as e:
       print(f"config error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except RunError as e:
+      print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 
   wrapped.__name__ = getattr(fn, "__name__", "main")

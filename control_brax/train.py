@@ -31,6 +31,7 @@ from control_brax.rl import ddpg, ppo, rollout
 from control_brax.rl.config import pead_stages, validate_rl
 from runkit.atomic import atomic_write_json
 from runkit.checkpoint import Checkpointer
+from runkit.lock import WorkdirLock
 from runkit.metrics import MetricsWriter
 
 
@@ -97,8 +98,13 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   `init_hook(runner, ts) -> ts`, when given, edits a fresh (not resumed) train state before training, e.g. to
   start from a teacher's or a distilled student's parameters (experiments.transfer).
   """
-  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
+  with WorkdirLock(workdir, "control_brax.train"):  # one run per workdir (runkit.lock)
+    return _train(cfg, workdir, log, progress, init_hook)
+
+
+def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
+  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   os.makedirs(workdir, exist_ok=True)
   tc = cfg.train
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, async_save=False, log=log,

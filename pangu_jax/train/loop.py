@@ -10,6 +10,7 @@ the last good checkpoint stays the newest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ from pangu_jax.train.state import (
 )
 from runkit.atomic import atomic_write
 from runkit.checkpoint import Checkpointer
+from runkit.lock import WorkdirLock
 from runkit.metrics import MetricsWriter
 
 
@@ -64,9 +66,17 @@ def evaluate(eval_step, params, batches, put=lambda b: b) -> float:
 
 
 def train(cfg, workdir: str, *, inject_nan_at=(), progress: bool = True, log=None) -> dict:
-  """Trains (or resumes) and returns a summary dict. `inject_nan_at`: steps whose loss is poisoned (tests)."""
-  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+  """Trains (or resumes) and returns a summary dict. `inject_nan_at`: steps whose loss is poisoned (tests).
+
+  The config is validated before anything is touched; then the run holds `workdir`'s lock (runkit.lock: a
+  second trainer on it stops with one line; process 0 holds it for a multi-host run)."""
   cfg = validate_config(cfg)
+  with WorkdirLock(workdir, "pangu_jax.train") if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(cfg, workdir, inject_nan_at=inject_nan_at, progress=progress, log=log)
+
+
+def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
+  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   t = cfg.train
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0

@@ -148,3 +148,29 @@ def test_bootstrap_interval_contains_mean_and_shrinks():
   assert (large["ci95"][1] - large["ci95"][0]) < (small["ci95"][1] - small["ci95"][0])
   assert abs(large["mean"] - 1.0) < 0.2
   assert bootstrap_ci([None, None])["mean"] is None
+
+
+def test_workdir_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
+  """A second trainer on a held workdir stops with one line naming the holder; a kill -9 frees the lock."""
+  import signal  # noqa: PLC0415
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  from conftest import REPO  # noqa: PLC0415
+
+  from runkit.lock import WorkdirLock  # noqa: PLC0415
+
+  holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from runkit.lock import WorkdirLock; "
+                             f"WorkdirLock({str(tmp_path)!r}, 'holder').acquire(); print('held', flush=True); "
+                             "time.sleep(60)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  proc = subprocess.run([sys.executable, "-m", "pangu_jax.train", "--config=configs/pangu/tiny.py",
+                         f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+  err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert proc.returncode == 2 and len(err) == 1, proc.stderr
+  assert "in use by another run" in err[0] and f"pid {holder.pid}" in err[0] and "holder" in err[0]
+  assert sorted(os.listdir(tmp_path)) == [".lock"]  # the rejected trainer wrote nothing
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  with WorkdirLock(str(tmp_path)):  # nothing stuck after the kill
+    pass
