@@ -151,7 +151,8 @@ class Checkpointer:
     """(step, state, meta) of the newest intact checkpoint, or None when there is none.
 
     A step whose saved structure (leaf paths, shapes, dtypes) differs from `abstract_state` raises
-    `CheckpointMismatch` naming the first difference: the run's config changed, and nothing is touched.
+    `CheckpointMismatch` naming the first difference (and closes this Checkpointer): the run's config changed,
+    and nothing is touched.
     A corrupt step (unreadable, checksum mismatch) is reported in one line, quarantined (or, read-only,
     skipped), and the next older step is tried."""
     want = signature(abstract_state)
@@ -162,6 +163,7 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001 (an unreadable metadata file means an unusable step)
           raise CorruptCheckpoint(f"unreadable metadata ({type(e).__name__})") from e
         if "signature" in meta and meta["signature"] != want:
+          self.close()  # the caller cannot go on with this directory; leave no orbax threads behind
           raise CheckpointMismatch(
               f"checkpoint step {step} in {self.directory} does not match this config: "
               f"{_first_difference(meta['signature'], want)}; resume with the config it was trained with, or "
@@ -194,4 +196,5 @@ class Checkpointer:
     if self.manager is not None:
       self.manager.wait_until_finished()
       self.manager.close()
+      self.manager = None
 
