@@ -103,7 +103,7 @@ class Checkpointer:
 def load_params_for_inference(workdir: str):
   """(cfg, params) from a training workdir: its config.json and its latest intact checkpoint."""
   from pangu_jax.config import validate_config, with_defaults  # noqa: PLC0415
-  from pangu_jax.train.state import abstract_train_state  # noqa: PLC0415
+  from pangu_jax.train.state import inference_train_state  # noqa: PLC0415
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -111,7 +111,7 @@ def load_params_for_inference(workdir: str):
   with open(path) as f:
     cfg = validate_config(with_defaults(json.load(f)))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False)
-  got = ckpt.restore_latest(abstract_train_state(cfg))
+  got = ckpt.restore_latest(inference_train_state(cfg))
   ckpt.close()
   if got is None:
     raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
