@@ -22,9 +22,10 @@ is initialised (`pangu_jax.model.init.Logical`; `transformer.param_axes` collect
 maps each logical axis to the mesh axes that split it (None: replicated): `vocab`, `heads`, `mlp`, `expert_mlp`
 (routed w_out's ffn dim), the latents as produced (`q_lora`, `kv_lora`) and `mtp_in` over `tensor`; `experts`
 over the EP axes (with TP-extend-EP also over `tensor`, and `expert_mlp` whole: `rules`); `moe_layers` over
-`stage`; the model width (norm gammas included), the router's expert dim and the rest replicated. A parameter's sharding therefore never depends on
-its key, and a dim its mesh axes do not divide is an error naming the parameter and the axis. Routed w_in keeps
-its fused gate|up dim whole (`expert_gate_up`): the EP dispatch splits the gate and up halves over `tensor` itself.
+`stage`; the model width (norm gammas included), the router's expert dim and the rest replicated. A
+parameter's sharding therefore never depends on its key, and a dim its mesh axes do not divide is an error naming
+the parameter and the axis. Routed w_in keeps its fused gate|up dim whole (`expert_gate_up`): the EP dispatch
+splits the gate and up halves over `tensor` itself.
 The batch is split over (data, expert_node, expert); the optimiser moments take their parameter's sharding.
 Everything runs under one `jax.jit`: GSPMD inserts the collectives for the dense parts; the routed experts run
 under `shard_map` with an explicit token exchange (`expert_parallel.py`).

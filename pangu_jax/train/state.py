@@ -107,10 +107,12 @@ def make_train_step(cfg, par):
       metrics["expert_load_imbalance"] = routing["expert_load_imbalance"]
       metrics["dropped_fraction"] = routing["dropped_fraction"]
       metrics["expert_load"] = routing["expert_load"]
-    return state, metrics
+    # The new state in the state's shardings (so that its buffers can be donated step after step). A constraint,
+    # not `out_shardings`: with those XLA's CPU backend cannot compile the `offload` remat policy (it annotates the
+    # outputs' memory space with a custom call it has no implementation for).
+    return jax.lax.with_sharding_constraint(state, par.state_shardings), metrics
 
-  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(par.state_shardings, par.batch_sharding, None),
-                 out_shardings=(par.state_shardings, None))
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(par.state_shardings, par.batch_sharding, None))
 
 
 def make_eval_step(cfg, par):
