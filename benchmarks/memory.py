@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 from timing import best_time  # noqa: E402
 
 from pangu_jax.config import validate_config  # noqa: E402
+from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
-from pangu_jax.train.state import init_train_state, make_train_step  # noqa: E402
+from pangu_jax.train.state import init_sharded_train_state, make_train_step  # noqa: E402
 
 POLICIES = ("none", "full", "fine", "offload")
 
@@ -42,9 +43,10 @@ def measure(policy: str, layers: int, seq: int, batch: int, repeats: int) -> dic
   cfg.train.seq_len, cfg.train.batch_size = seq, batch
   cfg.parallel.remat = policy
   cfg = validate_config(cfg)
-  state = init_train_state(cfg)
+  par = runtime.setup(cfg)
+  state = init_sharded_train_state(cfg, par)
   toks = np.asarray(jax.random.randint(jax.random.key(0), (batch, seq + 1), 0, cfg.model.vocab_size))
-  compiled = make_train_step(cfg).lower(state, toks, np.float32(0)).compile()
+  compiled = make_train_step(cfg, par).lower(state, toks, np.float32(0)).compile()
   holder = {"state": state}
 
   def step():

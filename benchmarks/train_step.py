@@ -21,16 +21,18 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pangu_jax.flops import train_flops_per_token  # noqa: E402
+from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
 from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
-from pangu_jax.train.state import init_train_state, make_train_step  # noqa: E402
+from pangu_jax.train.state import init_sharded_train_state, make_train_step  # noqa: E402
 
 
 def bench(name: str, repeats: int, peak: float) -> dict:
   cfg = load_preset(name)
   t = cfg.train
-  state = init_train_state(cfg)
-  step = make_train_step(cfg)
+  par = runtime.setup(cfg)
+  state = init_sharded_train_state(cfg, par)
+  step = make_train_step(cfg, par)
   toks = jax.random.randint(jax.random.key(0), (t.batch_size, t.seq_len + 1), 0, cfg.model.vocab_size)
   t0 = time.perf_counter()
   state, m = step(state, toks, np.float32(0))

@@ -16,7 +16,7 @@ from confspec import ConfigError
 def load_params_for_inference(workdir: str):
   """(cfg, params) from a training workdir: its config.json and its latest intact checkpoint."""
   from pangu_jax.config import validate_config, with_defaults  # noqa: PLC0415
-  from pangu_jax.train.state import abstract_train_state  # noqa: PLC0415
+  from pangu_jax.train.state import inference_train_state  # noqa: PLC0415
   from runkit.checkpoint import Checkpointer  # noqa: PLC0415
 
   path = os.path.join(workdir, "config.json")
@@ -26,7 +26,7 @@ def load_params_for_inference(workdir: str):
     cfg = validate_config(with_defaults(json.load(f)))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False,
                       read_only=True)
-  got = ckpt.restore_latest(abstract_train_state(cfg))
+  got = ckpt.restore_latest(inference_train_state(cfg))
   ckpt.close()
   if got is None:
     raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pangu_jax.model.init import normal, weight_std
+from pangu_jax.model.init import logical, normal, weight_std
 from pangu_jax.model.norms import rms_norm
 from pangu_jax.model.regions import region
 
@@ -24,21 +24,24 @@ NEG_INF = -1e30
 
 
 def init_mla(key: jax.Array, cfg, dtype) -> dict:
+  """The MLA weights as `Logical` (array, axis names) pairs: latents as produced (`q_lora`, `kv_lora`) and as
+  consumed (`q_lora_in`, `kv_lora_in`) are different logical axes, heads x head dim is `heads`."""
   d, h = cfg.hidden_size, cfg.num_heads
   qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
   std = weight_std(cfg)
   ks = jax.random.split(key, 5)
   p = {}
   if cfg.q_lora_rank > 0:
-    p["q_a"] = normal(ks[0], (d, cfg.q_lora_rank), std, dtype)
-    p["q_a_norm"] = jnp.ones((cfg.q_lora_rank,), dtype)
-    p["q_b"] = normal(ks[1], (cfg.q_lora_rank, h * qk), std, dtype)
+    p["q_a"] = logical(normal(ks[0], (d, cfg.q_lora_rank), std, dtype), "embed", "q_lora")
+    p["q_a_norm"] = logical(jnp.ones((cfg.q_lora_rank,), dtype), "q_lora")
+    p["q_b"] = logical(normal(ks[1], (cfg.q_lora_rank, h * qk), std, dtype), "q_lora_in", "heads")
   else:
-    p["q"] = normal(ks[0], (d, h * qk), std, dtype)
-  p["kv_a"] = normal(ks[2], (d, cfg.kv_lora_rank + cfg.qk_rope_head_dim), std, dtype)
-  p["kv_a_norm"] = jnp.ones((cfg.kv_lora_rank,), dtype)
-  p["kv_b"] = normal(ks[3], (cfg.kv_lora_rank, h * (cfg.qk_nope_head_dim + cfg.v_head_dim)), std, dtype)
-  p["o"] = normal(ks[4], (h * cfg.v_head_dim, d), std, dtype)
+    p["q"] = logical(normal(ks[0], (d, h * qk), std, dtype), "embed", "heads")
+  p["kv_a"] = logical(normal(ks[2], (d, cfg.kv_lora_rank + cfg.qk_rope_head_dim), std, dtype), "embed", "kv_lora")
+  p["kv_a_norm"] = logical(jnp.ones((cfg.kv_lora_rank,), dtype), "kv_lora")
+  p["kv_b"] = logical(normal(ks[3], (cfg.kv_lora_rank, h * (cfg.qk_nope_head_dim + cfg.v_head_dim)), std, dtype),
+                      "kv_lora_in", "heads")
+  p["o"] = logical(normal(ks[4], (h * cfg.v_head_dim, d), std, dtype), "heads", "embed")
   return p
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from pangu_jax.kernels import grouped_matmul, permute
-from pangu_jax.model.init import normal, weight_std
+from pangu_jax.model.init import logical, normal, weight_std
 from pangu_jax.model.regions import region
 
 
@@ -57,8 +57,10 @@ def swiglu(h: jax.Array) -> jax.Array:
 
 
 def init_mlp(key: jax.Array, d: int, f: int, std: float, dtype) -> dict:
+  """SwiGLU FFN weights as `Logical` pairs (fused gate|up input weight)."""
   k1, k2 = jax.random.split(key)
-  return {"w_in": normal(k1, (d, 2 * f), std, dtype), "w_out": normal(k2, (f, d), std, dtype)}
+  return {"w_in": logical(normal(k1, (d, 2 * f), std, dtype), "embed", "mlp"),
+          "w_out": logical(normal(k2, (f, d), std, dtype), "mlp", "embed")}
 
 
 def mlp(p: dict, x: jax.Array) -> jax.Array:
@@ -67,18 +69,19 @@ def mlp(p: dict, x: jax.Array) -> jax.Array:
 
 
 def init_moe(key: jax.Array, cfg, dtype) -> dict:
+  """Router, routed and shared experts as `Logical` pairs (`init.unbox` gives the arrays)."""
   d, e, f = cfg.hidden_size, cfg.num_routed_experts, cfg.expert_ffn_dim
   std = weight_std(cfg)
   ks = jax.random.split(key, 4)
   p = {
-      "router": normal(ks[0], (d, e), std, jnp.float32),
+      "router": logical(normal(ks[0], (d, e), std, jnp.float32), "embed", "router"),
       "experts": {
-          "w_in": normal(ks[1], (e, d, 2 * f), std, dtype),
-          "w_out": normal(ks[2], (e, f, d), std, dtype),
+          "w_in": logical(normal(ks[1], (e, d, 2 * f), std, dtype), "experts", "embed", "expert_gate_up"),
+          "w_out": logical(normal(ks[2], (e, f, d), std, dtype), "experts", "expert_mlp", "embed"),
       },
   }
   if cfg.router_bias:
-    p["router_bias"] = jnp.zeros((e,), jnp.float32)
+    p["router_bias"] = logical(jnp.zeros((e,), jnp.float32), "router")
   if cfg.num_shared_experts > 0:
     p["shared"] = init_mlp(ks[3], d, cfg.num_shared_experts * cfg.expert_ffn_dim, std, dtype)
   return p

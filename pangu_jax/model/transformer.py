@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from pangu_jax.model import attention, moe
-from pangu_jax.model.init import embed_std, normal, weight_std
+from pangu_jax.model.init import embed_std, logical, logical_axes, normal, stacked, unbox, weight_std
 from pangu_jax.model.norms import rms_norm
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -59,14 +59,15 @@ def param_dtype(cfg):
 
 
 def init_block(key: jax.Array, cfg, kind: str) -> dict:
-  """One block's parameters. kind: 'dense' or 'moe'."""
+  """One block's parameters, as `Logical` (array, axis names) pairs. kind: 'dense' or 'moe'."""
   dt = param_dtype(cfg)
   d, L = cfg.hidden_size, cfg.num_layers
   k_attn, k_ffn = jax.random.split(key)
-  p = {"attn": attention.init_mla(k_attn, cfg, dt), "attn_norm": jnp.ones((d,), dt), "mlp_norm": jnp.ones((d,), dt)}
+  p = {"attn": attention.init_mla(k_attn, cfg, dt), "attn_norm": logical(jnp.ones((d,), dt), "embed"),
+       "mlp_norm": logical(jnp.ones((d,), dt), "embed")}
   if cfg.sandwich_norm:
-    p["post_attn_norm"] = jnp.full((d,), cfg.dssn_c_attn / math.sqrt(L), dt)
-    p["post_mlp_norm"] = jnp.full((d,), cfg.dssn_c_mlp / math.sqrt(L), dt)
+    p["post_attn_norm"] = logical(jnp.full((d,), cfg.dssn_c_attn / math.sqrt(L), dt), "embed")
+    p["post_mlp_norm"] = logical(jnp.full((d,), cfg.dssn_c_mlp / math.sqrt(L), dt), "embed")
   if kind == "dense":
     p["mlp"] = moe.init_mlp(k_ffn, d, cfg.dense_ffn_dim, weight_std(cfg), dt)
   else:
@@ -74,8 +75,8 @@ def init_block(key: jax.Array, cfg, kind: str) -> dict:
   return p
 
 
-def _init_stack(key, n, cfg, kind):
-  return jax.vmap(lambda k: init_block(k, cfg, kind))(jax.random.split(key, n))
+def _init_stack(key, n, cfg, kind, axis):
+  return stacked(jax.vmap(lambda k: init_block(k, cfg, kind))(jax.random.split(key, n)), axis)
 
 
 def num_moe_layers(cfg) -> int:
@@ -87,34 +88,47 @@ def mtp_block_kind(cfg) -> str:
   return "moe" if num_moe_layers(cfg) > 0 else "dense"
 
 
-def init_params(key: jax.Array, cfg) -> dict:
-  """All parameters of the model (main model plus MTP modules)."""
+def init_logical_params(key: jax.Array, cfg) -> dict:
+  """All parameters of the model (main model plus MTP modules) as `Logical` (array, axis names) pairs.
+
+  Stacked layers get a leading `dense_layers` / `moe_layers` / `mtp_depth` axis."""
   dt = param_dtype(cfg)
   d, v = cfg.hidden_size, cfg.vocab_size
   ks = jax.random.split(key, 5)
   params = {
-      "embed": normal(ks[0], (v, d), embed_std(cfg), dt),
-      "final_norm": jnp.ones((d,), dt),
-      "head": normal(ks[1], (d, v), weight_std(cfg), dt),
+      "embed": logical(normal(ks[0], (v, d), embed_std(cfg), dt), "vocab", "embed"),
+      "final_norm": logical(jnp.ones((d,), dt), "embed"),
+      "head": logical(normal(ks[1], (d, v), weight_std(cfg), dt), "embed", "vocab"),
   }
   if cfg.num_dense_layers > 0:
-    params["dense_layers"] = _init_stack(ks[2], cfg.num_dense_layers, cfg, "dense")
+    params["dense_layers"] = _init_stack(ks[2], cfg.num_dense_layers, cfg, "dense", "dense_layers")
   if num_moe_layers(cfg) > 0:
-    params["moe_layers"] = _init_stack(ks[3], num_moe_layers(cfg), cfg, "moe")
+    params["moe_layers"] = _init_stack(ks[3], num_moe_layers(cfg), cfg, "moe", "moe_layers")
   if cfg.mtp_depth > 0:
 
     def init_mtp(k):
       k1, k2 = jax.random.split(k)
       return {
-          "hidden_norm": jnp.ones((d,), dt),
-          "embed_norm": jnp.ones((d,), dt),
-          "proj": normal(k1, (2 * d, d), weight_std(cfg), dt),
+          "hidden_norm": logical(jnp.ones((d,), dt), "embed"),
+          "embed_norm": logical(jnp.ones((d,), dt), "embed"),
+          "proj": logical(normal(k1, (2 * d, d), weight_std(cfg), dt), "mtp_in", "embed"),
           "block": init_block(k2, cfg, mtp_block_kind(cfg)),
-          "out_norm": jnp.ones((d,), dt),
+          "out_norm": logical(jnp.ones((d,), dt), "embed"),
       }
 
-    params["mtp"] = jax.vmap(init_mtp)(jax.random.split(ks[4], cfg.mtp_depth))
+    params["mtp"] = stacked(jax.vmap(init_mtp)(jax.random.split(ks[4], cfg.mtp_depth)), "mtp_depth")
   return params
+
+
+def init_params(key: jax.Array, cfg) -> dict:
+  """All parameters of the model (main model plus MTP modules): a nested dict of arrays."""
+  return unbox(init_logical_params(key, cfg))
+
+
+def param_axes(cfg) -> dict:
+  """The logical axis names of every parameter: the tree of `init_params` with a tuple of names per array
+  (from the same declarations as the init; nothing is computed)."""
+  return logical_axes(jax.eval_shape(lambda: init_logical_params(jax.random.key(0), cfg)))
 
 
 def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None, dispatch=None):

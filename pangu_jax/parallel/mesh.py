@@ -14,10 +14,19 @@ such that expert x tensor devices fit in one node (`devices_per_node`). An exper
 (data, stage) slice: the devices along (expert_node, expert), plus `tensor` when TP-extend-EP is on. With every EP
 device on one node, expert_node = 1 and hierarchical all-to-all degenerates to the flat one.
 
-Sharding (by parameter path; see `param_spec`): routed experts are split over the EP axes along their expert dim
-(and over `tensor` too with TP-extend-EP; otherwise `tensor` splits w_out's ffn dim and w_in is replicated over
-tensor, so that the fused gate|up layout needs no reshuffle); other matrices split one dim over `tensor` when it
-divides; the batch is split over (data, expert_node, expert). The optimiser state takes its parameter's sharding.
+There is always a mesh: on one device every axis has size 1 and the trainer runs the same code.
+
+Parameter sharding (our definitions): every parameter is created with a logical name per dim, declared where it
+is initialised (`pangu_jax.model.init.Logical`; `transformer.param_axes` collects them), e.g. the embedding
+("vocab", "embed"), a routed expert weight ("moe_layers", "experts", "expert_mlp", "embed"). One table, `RULES`,
+maps each logical axis to the mesh axes that split it (None: replicated): `vocab`, `heads`, `mlp`, `expert_mlp`
+(routed w_out's ffn dim), the latents as produced (`q_lora`, `kv_lora`) and `mtp_in` over `tensor`; `experts`
+over the EP axes (with TP-extend-EP also over `tensor`, and `expert_mlp` whole: `rules`); `moe_layers` over
+`stage`; the model width (norm gammas included), the router's expert dim and the rest replicated. A
+parameter's sharding therefore never depends on its key, and a dim its mesh axes do not divide is an error naming
+the parameter and the axis. Routed w_in keeps its fused gate|up dim whole (`expert_gate_up`): the EP dispatch
+splits the gate and up halves over `tensor` itself.
+The batch is split over (data, expert_node, expert); the optimiser moments take their parameter's sharding.
 Everything runs under one `jax.jit`: GSPMD inserts the collectives for the dense parts; the routed experts run
 under `shard_map` with an explicit token exchange (`expert_parallel.py`).
 """
@@ -110,59 +119,103 @@ def make_mesh(layout: Layout, devices=None) -> Mesh:
   return Mesh(devs.reshape(layout.shape), AXES)
 
 
-def _divides(n: int, k: int) -> bool:
-  return k > 1 and n % k == 0
+# The rules table: logical axis (declared with each parameter where it is initialised, see
+# `pangu_jax.model.init.Logical`) -> the mesh axes that split it (None: replicated). Our definitions.
+RULES: dict[str, str | tuple[str, ...] | None] = {
+    # stacks of blocks
+    "moe_layers": "stage",  # the pipelined stack: contiguous MoE layers per stage
+    "dense_layers": None,  # the dense-first layers run on stage 0
+    "mtp_depth": None,  # the MTP modules run on the last stage
+    # width and vocabulary
+    "embed": None,  # the model width d (activations keep it whole; norm gammas over it are replicated)
+    "vocab": "tensor",  # the embedding's rows and the head's columns
+    # attention (MLA): the latents as produced (column-parallel q_a / kv_a, with their norms) and as consumed
+    "q_lora": "tensor",
+    "q_lora_in": None,
+    "kv_lora": "tensor",  # kv_a's latent | rotary key columns, and the latent's norm
+    "kv_lora_in": None,
+    "heads": "tensor",  # heads x head dim: q_b / q / kv_b columns (column-parallel), o rows (row-parallel)
+    # FFN: dense layers and shared experts
+    "mlp": "tensor",  # the ffn dim: w_in's fused gate|up columns, w_out's rows
+    "mtp_in": "tensor",  # the MTP projection's input [norm(h); norm(e)] (row-parallel)
+    # routed experts and router
+    "experts": EP_AXES,  # the expert index: one EP group holds all experts
+    "expert_gate_up": None,  # routed w_in's fused gate|up dim (the EP dispatch splits gate and up halves itself)
+    "expert_mlp": "tensor",  # routed w_out's ffn dim
+    "router": None,  # the router's expert columns and the selection bias (every device routes its own tokens)
+}
 
 
-def param_spec(path: tuple, shape: tuple[int, ...], layout: Layout) -> P:
-  """PartitionSpec of one parameter, from its path (names) and shape. Stacked layers keep dim 0 unsplit."""
-  names = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
-  tp = layout.tensor
-  spec: list = [None] * len(shape)
-  if layout.stage > 1 and names[0] == "moe_layers":
-    spec[0] = "stage"  # the pipelined stack: contiguous layers per stage
-  if "experts" in names:  # (stack, E, d_in, d_out)
-    spec[1] = layout.expert_axes
-    if not layout.tp_extend_ep and names[-1] == "w_out" and _divides(shape[2], tp):
-      spec[2] = "tensor"
-    return P(*spec)
-  if len(shape) <= 1 or tp == 1:
-    return P(*spec)
-  if names[-1] == "embed" and _divides(shape[0], tp):
-    spec[0] = "tensor"
-  elif names[-1] in ("w_out", "o", "proj") and len(shape) >= 2 and _divides(shape[-2], tp):
-    spec[-2] = "tensor"  # row-parallel
-  elif len(shape) >= 2 and names[-1] not in ("router",) and _divides(shape[-1], tp):
-    spec[-1] = "tensor"  # column-parallel
+def rules(layout: Layout) -> dict:
+  """`RULES` for one layout: with TP-extend-EP the tensor axis splits the set of experts instead of their ffn."""
+  if layout.tp_extend_ep:
+    return RULES | {"experts": EP_AXES + ("tensor",), "expert_mlp": None}
+  return RULES
+
+
+def logical_spec(name: str, shape: tuple[int, ...], axes: tuple[str, ...], layout: Layout) -> P:
+  """The PartitionSpec of one parameter from its logical axes (mesh axes of size 1, which split nothing, are left
+  out). A dim that its mesh axes do not divide is a ConfigError naming the parameter `name`."""
+  table, sizes = rules(layout), dict(zip(AXES, layout.shape))
+  if len(axes) != len(shape):
+    raise ValueError(f"{name}: logical axes {axes} do not match the shape {shape}")
+  spec, used = [], set()
+  for dim, (n, ax) in enumerate(zip(shape, axes)):
+    if ax not in table:
+      raise ValueError(f"{name}: logical axis {ax!r} has no entry in pangu_jax.parallel.mesh.RULES")
+    rule = table[ax]
+    mesh_axes = tuple(a for a in ((rule,) if isinstance(rule, str) else rule or ()) if sizes[a] > 1)
+    k = math.prod(sizes[a] for a in mesh_axes)
+    if n % k:
+      what = " x ".join(f"`{a}`" for a in mesh_axes)
+      raise ConfigError(f"{name}: {what} of size {k} does not divide dim {dim} of size {n} (logical axis `{ax}`); "
+                        "change config.parallel or the model's sizes")
+    if used & set(mesh_axes):
+      raise ValueError(f"{name}: mesh axes {sorted(used & set(mesh_axes))} split two dims (logical axes {axes})")
+    used |= set(mesh_axes)
+    spec.append(mesh_axes[0] if len(mesh_axes) == 1 else (mesh_axes or None))
+  while spec and spec[-1] is None:
+    spec.pop()
   return P(*spec)
 
 
-def param_shardings(abstract_params, mesh: Mesh, layout: Layout):
+def param_specs(axes, shapes, layout: Layout, root: str = "params"):
+  """PartitionSpecs of a parameter tree: `axes` from `transformer.param_axes`, `shapes` its arrays (or shapes)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: NamedSharding(mesh, param_spec(path, leaf.shape, layout)), abstract_params)
+      lambda path, leaf, ax: logical_spec(root + _keystr(path), tuple(leaf.shape), ax, layout), shapes, axes)
 
 
-def state_shardings(abstract_state, mesh: Mesh, layout: Layout):
-  """Train-state shardings: params by `param_spec`; optimiser moments like their parameter; scalars replicated.
-
-  Optimiser leaves are matched to parameters by path suffix (optax keeps the parameter tree inside each moment)."""
-  by_path = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state["params"]):
-    by_path[_names(path)] = param_spec(path, leaf.shape, layout)
-
-  def one(path, leaf):
-    names = _names(path)
-    for i in range(len(names)):
-      spec = by_path.get(names[i:])
-      if spec is not None and len(spec) == len(leaf.shape):
-        return NamedSharding(mesh, spec)
-    return NamedSharding(mesh, P())
-
-  return jax.tree_util.tree_map_with_path(one, abstract_state)
+def param_shardings(axes, shapes, mesh: Mesh, layout: Layout):
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(axes, shapes, layout),
+                      is_leaf=lambda x: isinstance(x, P))
 
 
-def _names(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+def state_shardings(abstract_state, params_shardings, mesh: Mesh):
+  """Train-state shardings: params as given; each optimiser moment (a subtree shaped like the params, which is
+  how optax keeps them) takes its parameter's sharding, leaf by leaf; everything else is replicated.
+
+  A non-scalar optimiser leaf outside such a subtree is an error (it would otherwise be silently replicated)."""
+  params = abstract_state["params"]
+  pdef, pshapes = jax.tree.structure(params), [tuple(a.shape) for a in jax.tree.leaves(params)]
+  replicated = NamedSharding(mesh, P())
+  is_moment = lambda x: jax.tree.structure(x) == pdef and [tuple(a.shape) for a in jax.tree.leaves(x)] == pshapes
+
+  def opt(path, node):
+    if is_moment(node):
+      return params_shardings
+    if len(node.shape):
+      raise ValueError(f"opt_state{_keystr(path)}: an optimiser leaf of shape {node.shape} that is not part of a "
+                       "parameter-shaped moment (no sharding rule)")
+    return replicated
+
+  out = {k: jax.tree.map(lambda _: replicated, v) for k, v in abstract_state.items()}
+  out["params"] = params_shardings
+  out["opt_state"] = jax.tree_util.tree_map_with_path(opt, abstract_state["opt_state"], is_leaf=is_moment)
+  return out
+
+
+def _keystr(path) -> str:
+  return "".join(f".{getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))}" for k in path)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -99,8 +99,6 @@ def permute_state(state: dict, order) -> dict:
   return jax.tree_util.tree_map_with_path(one, state)
 
 
-def make_permute(shardings=None):
+def make_permute(shardings):
   """A jitted `permute_state` (keeping the state's shardings, so the weights move between devices)."""
-  if shardings is None:
-    return jax.jit(permute_state, donate_argnums=(0,))
   return jax.jit(permute_state, donate_argnums=(0,), in_shardings=(shardings, None), out_shardings=shardings)

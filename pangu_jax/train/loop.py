@@ -29,7 +29,6 @@ from pangu_jax.train.peak import peak_flops
 from pangu_jax.train.state import (
   abstract_train_state,
   init_sharded_train_state,
-  init_train_state,
   make_eval_step,
   make_train_step,
 )
@@ -82,13 +81,12 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
   primary = jax.process_index() == 0
   corpus = Corpus(cfg.data, t.seq_len)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, log=log)
-  par = runtime.setup(cfg, abstract_train_state(cfg)) if runtime.is_parallel(cfg) else None
-  put = (lambda b: runtime.put_batch(par, b)) if par is not None else (lambda b: b)
-  if par is not None:
-    log(f"mesh {dict(zip(par.mesh.axis_names, par.mesh.devices.shape))} over {par.mesh.devices.size} devices")
+  par = runtime.setup(cfg)  # on one device: a mesh whose axes all have size 1
+  put = lambda b: runtime.put_batch(par, b)
+  log(f"mesh {dict(zip(par.mesh.axis_names, par.mesh.devices.shape))} over {par.mesh.devices.size} devices")
   restored = ckpt.restore_latest(abstract_train_state(cfg, par))
   if restored is None:
-    state, start = (init_sharded_train_state(cfg, par) if par is not None else init_train_state(cfg)), 0
+    state, start = init_sharded_train_state(cfg, par), 0
   else:
     start, state, _ = restored
     log(f"resuming from step {start}")
@@ -96,8 +94,8 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
     _write_config(cfg, workdir)
   metrics = MetricsWriter(workdir, resume_step=start) if primary else _NullWriter()
   train_step, eval_step = make_train_step(cfg, par), make_eval_step(cfg, par)
-  n_ep = par.layout.expert_shards if par is not None else 1
-  permute = placement.make_permute(par.state_shardings if par is not None else None)
+  n_ep = par.layout.expert_shards
+  permute = placement.make_permute(par.state_shardings)
   val = corpus.val_batches(t.batch_size, t.eval_batches)
   peak, peak_src = peak_flops()
   flops_tok = train_flops_per_token(cfg.model, t.seq_len)

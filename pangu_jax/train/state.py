@@ -25,27 +25,38 @@ def init_train_state(cfg) -> dict:
   }
 
 
-def abstract_train_state(cfg, par=None):
-  """Shapes and dtypes of the train state (with their shardings when `par`, a `parallel.runtime.Parallel`, is given)."""
-  abstract = jax.eval_shape(lambda: init_train_state(cfg))
-  if par is None:
-    return abstract
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, par.state_shardings)
+def train_state_shapes(cfg):
+  """Shapes and dtypes of the train state (no shardings: what `parallel.runtime.setup` derives them for)."""
+  return jax.eval_shape(lambda: init_train_state(cfg))
+
+
+def abstract_train_state(cfg, par):
+  """Shapes, dtypes and shardings of the train state over `par` (a `parallel.runtime.Parallel`): what a
+  checkpoint restores into."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), train_state_shapes(cfg),
+                      par.state_shardings)
+
+
+def inference_train_state(cfg):
+  """Shapes and dtypes of the train state on this process's first device, without a mesh: what inference restores
+  a checkpoint of any layout into, so that it (and the exporter's tracing) sees plain single-device arrays."""
+  one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), train_state_shapes(cfg))
 
 
 def init_sharded_train_state(cfg, par):
-  """The same values as `init_train_state`, created directly in their shards."""
+  """The same values as `init_train_state`, created directly in their shards over `par`'s mesh."""
   return jax.jit(lambda: init_train_state(cfg), out_shardings=par.state_shardings)()
 
 
-def make_train_step(cfg, par=None):
+def make_train_step(cfg, par):
   """train_step(state, tokens (B, S+1), poison) -> (state, metrics). `poison` is added to the loss (0 or NaN,
   for fault-injection tests); a non-finite loss or gradient norm skips the update and is counted.
 
-  With `par` (a `parallel.runtime.Parallel`) the step is sharded over its mesh: state and batch in their
-  shardings, the routed experts through expert parallelism; the function computed is the same."""
+  The step runs over `par`'s mesh (a `parallel.runtime.Parallel`, one device or many): state and batch in their
+  shardings, the routed experts through `par.dispatch`; the function computed is the same on any layout."""
   m, t = cfg.model, cfg.train
-  dispatch = par.dispatch if par is not None else None
+  dispatch = par.dispatch
   opt = make_optimizer(t)
   lr_at = schedule(t)
   remat = cfg.parallel.remat
@@ -60,7 +71,7 @@ def make_train_step(cfg, par=None):
     (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, inputs, targets, poison)
     return loss, terms, losses.routing_metrics(stats, m.top_k), grads
 
-  if par is not None and par.layout.stage > 1:
+  if par.layout.stage > 1:
     from pangu_jax.parallel import pipeline  # noqa: PLC0415 (only pipelined runs need it)
 
     grad_fn = pipeline.make_grad_fn(cfg, par)
@@ -96,22 +107,20 @@ def make_train_step(cfg, par=None):
       metrics["expert_load_imbalance"] = routing["expert_load_imbalance"]
       metrics["dropped_fraction"] = routing["dropped_fraction"]
       metrics["expert_load"] = routing["expert_load"]
-    return state, metrics
+    # The new state in the state's shardings (so that its buffers can be donated step after step). A constraint,
+    # not `out_shardings`: with those XLA's CPU backend cannot compile the `offload` remat policy (it annotates the
+    # outputs' memory space with a custom call it has no implementation for).
+    return jax.lax.with_sharding_constraint(state, par.state_shardings), metrics
 
-  if par is None:
-    return jax.jit(train_step, donate_argnums=(0,))
-  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(par.state_shardings, par.batch_sharding, None),
-                 out_shardings=(par.state_shardings, None))
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(par.state_shardings, par.batch_sharding, None))
 
 
-def make_eval_step(cfg, par=None):
-  """eval_step(params, tokens (B, S+1)) -> mean next-token CE (nats per token)."""
-  dispatch = par.dispatch if par is not None else None
+def make_eval_step(cfg, par):
+  """eval_step(params, tokens (B, S+1)) -> mean next-token CE (nats per token), over `par`'s mesh."""
+  dispatch = par.dispatch
 
   def eval_step(params, tokens):
     out = transformer.forward(params, tokens[:, :-1], cfg.model, dispatch=dispatch)
     return losses.cross_entropy(out.logits, tokens[:, 1:])
 
-  if par is None:
-    return jax.jit(eval_step)
   return jax.jit(eval_step, in_shardings=(par.state_shardings["params"], par.batch_sharding))

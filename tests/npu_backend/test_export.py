@@ -20,6 +20,7 @@ from npu_backend.runtime import ExportError, build_module, load
 from npu_backend.runtime.graph import to_torch
 from npu_backend.weights import to_torch_layout
 from pangu_jax.model import moe, transformer
+from pangu_jax.model.init import unbox
 
 
 def _run_export(fn, params, *inputs):
@@ -99,7 +100,7 @@ def test_control_flow_and_general_gather_scatter():
 
 def test_dropless_moe_layer_with_custom_vjp_exports():
   cfg = small_model_cfg(moe_impl="dropless")
-  p = moe.init_moe(jax.random.key(0), cfg, jnp.float32)
+  p = unbox(moe.init_moe(jax.random.key(0), cfg, jnp.float32))
   p = jax.tree.map(lambda a: a * 20, p)
   x = jax.random.normal(jax.random.key(1), (2, 8, cfg.hidden_size))
   got = _run_export(lambda p, x: moe.moe(p, x, cfg)[0], p, x)

@@ -115,15 +115,14 @@ import jax, jax.numpy as jnp, numpy as np
 from pangu_jax.config import base_config
 from pangu_jax.model import moe
 from pangu_jax.parallel import runtime
-from pangu_jax.train.state import abstract_train_state
 
 c = base_config()
 c.model.num_routed_experts, c.model.hidden_size, c.model.expert_ffn_dim, c.model.top_k = 8, 16, 8, 2
 c.parallel.data = 8
-par = runtime.setup(c, abstract_train_state(c))
+par = runtime.setup(c)
 c_cap = base_config()
 c_cap.parallel.data, c_cap.model.moe_impl = 8, "capacity"
-cap = runtime.setup(c_cap, abstract_train_state(c_cap))
+cap = runtime.setup(c_cap)
 e, d, f, k, t = 8, 16, 8, 2, 64
 rng = np.random.default_rng(0)
 experts = {"w_in": jnp.asarray(rng.normal(size=(e, d, 2 * f)) * 0.3, jnp.float32),
@@ -225,3 +224,134 @@ def test_one_f_one_b_table_is_a_valid_schedule_with_the_textbook_bubble():
     if m >= p:
       assert t == 2 * (m + p - 1)
       assert pipeline.bubble_fraction(act) == pytest.approx((p - 1) / (m + p - 1))
+
+
+# --------------------------------------------------------------------------- parameter shardings from logical axes
+
+# The layouts of the tests above (and tests/test_multihost.py's), as `config.parallel` overrides.
+LAYOUTS = {"one_device": {}, "flat": {"data": 2, "expert": 4},
+           "hier": {"data": 2, "expert": 4, "devices_per_node": 2, "hier_a2a": True},
+           "pipeline": {"data": 4, "stage": 2, "pipeline_microbatches": 2},
+           "tp": {"data": 2, "expert": 2, "tensor": 2},
+           "tp_extend_ep": {"data": 2, "expert": 2, "tensor": 2, "tp_extend_ep": True},
+           "pure_dp": {"data": 8}, "multihost": {"data": 2, "expert": 2}}
+
+# What the name-based rules that the logical axes replaced gave, as a table: leaf name -> the dim (counted from
+# the end) split over `tensor` (None: none); they applied to matrices and stacked vectors, not to 1-D leaves.
+# Besides: routed experts (stack, E, ., .) had E over the EP axes (+ `tensor` with TP-extend-EP) and, without it,
+# w_out's ffn dim over `tensor`; the MoE stack's layer dim was over `stage`.
+OLD_TENSOR_DIM = {"embed": -2, "head": -1, "q": -1, "q_a": -1, "q_a_norm": -1, "q_b": -1, "kv_a": -1,
+                  "kv_a_norm": -1, "kv_b": -1, "o": -2, "proj": -2, "w_in": -1, "w_out": -2, "router": None}
+# Changed on purpose: the old rules also split stacked norm gammas over the model width (attn_norm, mlp_norm,
+# post_*_norm, MTP's hidden/embed/out_norm: (layers, d)) and the router bias over `tensor` (their "1-D" test
+# counted the layer dim), unlike their documented table (norms, router, biases replicated); now replicated.
+REPLICATED_NOW = ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "hidden_norm", "embed_norm",
+                  "out_norm", "router_bias")
+
+
+def _model(name):
+  from pangu_jax.config import base_config  # noqa: PLC0415
+  from pangu_jax.presets import load_preset  # noqa: PLC0415
+
+  if name == "harness":  # HARNESS's small()
+    c = base_config()
+    c.model.update(num_layers=3, hidden_size=64, expert_ffn_dim=32, dense_ffn_dim=128, q_lora_rank=32,
+                   kv_lora_rank=16)
+    return c
+  return load_preset(name)
+
+
+def _old_spec(names, shape, layout):
+  from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+  spec = [None] * len(shape)
+  if layout.stage > 1 and names[0] == "moe_layers":
+    spec[0] = "stage"
+  if "experts" in names:
+    spec[1] = layout.expert_axes
+    if not layout.tp_extend_ep and names[-1] == "w_out":
+      spec[2] = "tensor"
+  elif len(shape) > 1 and names[-1] not in REPLICATED_NOW and OLD_TENSOR_DIM[names[-1]] is not None:
+    spec[OLD_TENSOR_DIM[names[-1]]] = "tensor"
+  sizes = dict(zip(("data", "stage", "expert_node", "expert", "tensor"), layout.shape))
+  out = []  # mesh axes of size 1 split nothing: left out, as the new specs do
+  for s in spec:
+    axes = tuple(a for a in ((s,) if isinstance(s, str) else s or ()) if sizes[a] > 1)
+    out.append(axes[0] if len(axes) == 1 else (axes or None))
+  while out and out[-1] is None:
+    out.pop()
+  return P(*out)
+
+
+@pytest.mark.parametrize("model", ["tiny", "small", "harness"])
+def test_logical_axes_give_the_old_shardings_for_every_layout(model):
+  import jax  # noqa: PLC0415
+  from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+  from pangu_jax.model import transformer  # noqa: PLC0415
+  from pangu_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
+
+  c = _model(model)
+  axes = transformer.param_axes(c.model)
+  shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), c.model))
+  checked = 0
+  for name, over in LAYOUTS.items():
+    pc = c.parallel.copy_and_resolve_references()
+    pc.update(over)
+    layout = mesh_lib.layout_from_config(pc)
+    if layout.stage > 1 and transformer.num_moe_layers(c.model) % layout.stage:
+      continue  # the next test: an error now
+    specs = mesh_lib.param_specs(axes, shapes, layout)
+    flat = jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda x: isinstance(x, P))
+    assert len(flat) == len(jax.tree.leaves(shapes))
+    for path, got in flat:
+      names = tuple(k.key for k in path)
+      leaf = shapes
+      for k in names:
+        leaf = leaf[k]
+      assert got == _old_spec(names, leaf.shape, layout), (name, names, got)
+      if name == "one_device":
+        assert got == P()
+      checked += 1
+  assert checked > 7 * 50
+
+
+def test_a_dim_that_does_not_divide_is_a_one_line_error_naming_weight_and_axis():
+  import jax  # noqa: PLC0415
+
+  from confspec import ConfigError  # noqa: PLC0415
+  from pangu_jax.model import transformer  # noqa: PLC0415
+  from pangu_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
+
+  c = _model("tiny")
+  c.model.expert_ffn_dim = 33  # routed w_out's ffn dim under tensor = 2 (the old rules replicated it silently)
+  lay = mesh_lib.Layout(data=1, stage=1, expert_node=1, expert=2, tensor=2)
+  shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), c.model))
+  with pytest.raises(ConfigError) as err:
+    mesh_lib.param_specs(transformer.param_axes(c.model), shapes, lay)
+  msg = str(err.value)
+  assert "\n" not in msg
+  assert msg.startswith("params.moe_layers.moe.experts.w_out: `tensor` of size 2 does not divide dim 2 of size 33")
+  c = _model("tiny")  # 3 MoE layers over 2 stages
+  lay = mesh_lib.Layout(data=4, stage=2, expert_node=1, expert=1, tensor=1)
+  shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), c.model))
+  with pytest.raises(ConfigError, match=r"^params\.moe_layers\.\S+: `stage` of size 2 does not divide dim 0 of size 3"):
+    mesh_lib.param_specs(transformer.param_axes(c.model), shapes, lay)
+
+
+def test_optimiser_moments_take_their_parameters_shardings():
+  import jax  # noqa: PLC0415
+  from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+  from pangu_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
+  from pangu_jax.train.state import train_state_shapes  # noqa: PLC0415
+
+  c = _model("tiny")
+  c.parallel.placement_every = 5  # load_ema: a non-parameter (L, E) leaf, replicated
+  shapes = train_state_shapes(c)
+  mesh = mesh_lib.make_mesh(mesh_lib.layout_from_config(c.parallel), jax.devices()[:1])
+  tags = jax.tree_util.tree_map_with_path(lambda p, _: jax.tree_util.keystr(p), shapes["params"])
+  out = mesh_lib.state_shardings(shapes, tags, mesh)
+  adam = out["opt_state"][1][0]
+  assert adam.mu == tags and adam.nu == tags  # each moment leaf: its own parameter's sharding
+  assert adam.count.spec == P() and out["load_ema"].spec == P() and out["step"].spec == P()
