@@ -101,3 +101,14 @@ def test_torch_imports_in_the_project_environment():
   proc = subprocess.run([sys.executable, "-c", "import torch; print(torch.ones(3).sum().item())"],
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0 and proc.stdout.strip() == "3.0", proc.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    (["pangu_jax.info", "--config=configs/pangu/tiny.py", "--nosuchflag"], "flag error: Unknown command line flag"),
+    # a default config applies the overrides as the flag is defined (confspec.flag_errors)
+    (["experiments.assembly_methods", "--config.no_such=1"], "config error: config.no_such: unknown field"),
+])
+def test_bad_flag_or_override_is_one_line_exit_2(args, line):
+  proc = _run(*args)
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
