@@ -16,7 +16,6 @@ Usage: python benchmarks/assembly_env.py [--steps=40] [--c_steps=20000] [--peg=l
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -25,9 +24,11 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+from absl import flags  # noqa: E402
 from brax.envs.wrappers import training as brax_wrappers  # noqa: E402
 from timing import best_time  # noqa: E402
 
+import confspec  # noqa: E402
 from control_brax.config import base_env_config  # noqa: E402
 from control_brax.envs import PegInHoleEnv  # noqa: E402
 
@@ -80,22 +81,18 @@ def c_rate(env_cfg, steps: int, workers: int) -> dict:
   return {"workers": workers, "policy_steps_per_s": rate, "physics_steps_per_s": rate * res[0][2]}
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--steps", type=int, default=40, help="policy steps per timed MJX call")
-  p.add_argument("--c_steps", type=int, default=20000, help="policy steps per C-engine process")
-  p.add_argument("--peg", default="l_shape")
-  args = p.parse_args()
+def main(argv):
+  del argv
   cfg = base_env_config()
-  cfg.peg = args.peg
+  cfg.peg = _PEG.value
 
-  c2 = c_rate(cfg, args.c_steps, 2)
+  c2 = c_rate(cfg, _C_STEPS.value, 2)
   print(json.dumps({"engine": "mujoco_c", **c2}), flush=True)
-  c1 = c_rate(cfg, args.c_steps, 1)
+  c1 = c_rate(cfg, _C_STEPS.value, 1)
   print(json.dumps({"engine": "mujoco_c", **c1}), flush=True)
   batches = []
   for b in (1, 256, 1024):
-    r = mjx_rate(cfg, b, args.steps if b > 1 else 200)
+    r = mjx_rate(cfg, b, _STEPS.value if b > 1 else 200)
     batches.append(r)
     print(json.dumps({"engine": "mjx", **r}), flush=True)
   best = max(batches, key=lambda r: r["policy_steps_per_s"])
@@ -108,9 +105,9 @@ def main():
   }
   for name, over in variants.items():
     v = base_env_config()
-    v.peg = args.peg
+    v.peg = _PEG.value
     v.update(over)
-    r = mjx_rate(v, best["batch"], args.steps)
+    r = mjx_rate(v, best["batch"], _STEPS.value)
     levers[name] = {"settings": over, "policy_steps_per_s": r["policy_steps_per_s"],
                     "physics_steps_per_s": r["physics_steps_per_s"],
                     "ratio_vs_c": r["policy_steps_per_s"] / c2["policy_steps_per_s"]}
@@ -122,8 +119,12 @@ def main():
       "mujoco_c_physics_steps_per_s": c2["physics_steps_per_s"], "mujoco_c_one_core_steps_per_s":
       c1["policy_steps_per_s"], "ratio": best["policy_steps_per_s"] / c2["policy_steps_per_s"],
       "mjx_batches": {str(r["batch"]): r["policy_steps_per_s"] for r in batches}, "levers": levers,
-      "peg": args.peg, "devices": str(jax.devices()[0])}))
+      "peg": _PEG.value, "devices": str(jax.devices()[0])}))
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _STEPS = flags.DEFINE_integer("steps", 40, "Policy steps per timed MJX call.")
+  _C_STEPS = flags.DEFINE_integer("c_steps", 20000, "Policy steps per C-engine process.")
+  _PEG = flags.DEFINE_string("peg", "l_shape", "Peg file name.")
+  confspec.run(main)

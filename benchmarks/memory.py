@@ -9,12 +9,11 @@ Peak memory is XLA's own figure for the compiled step (`compiled.memory_analysis
 outputs - aliased), which works on CPU. The comparison the issue asks for is within this run: fine against none
 (memory) and fine against full (time).
 Last line: JSON with per-policy peak_mb and step_s, and the two ratios.
-Usage: python benchmarks/memory.py [--repeats=3] [--layers=6] [--seq=256]
+Usage: python benchmarks/memory.py [--repeats=3] [--layers=6] [--seq_len=256]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -22,8 +21,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from timing import best_time  # noqa: E402
 
+import confspec  # noqa: E402
 from pangu_jax.config import validate_config  # noqa: E402
 from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
@@ -56,19 +57,14 @@ def measure(policy: str, layers: int, seq: int, batch: int, repeats: int) -> dic
   return {"peak_mb": peak_bytes(compiled) / 2**20, "step_s": best_time(step, repeats)}
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--layers", type=int, default=6)
-  ap.add_argument("--seq", type=int, default=256)
-  ap.add_argument("--batch", type=int, default=16)
-  args = ap.parse_args()
+def main(argv):
+  del argv
   res = {}
   for p in POLICIES:
-    res[p] = measure(p, args.layers, args.seq, args.batch, args.repeats)
+    res[p] = measure(p, _LAYERS.value, _SEQ.value, _BATCH.value, _REPEATS.value)
     print(f"{p:8s} peak {res[p]['peak_mb']:8.1f} MB  step {res[p]['step_s']:.3f} s", flush=True)
   print(json.dumps({
-      "policies": res, "layers": args.layers, "seq_len": args.seq, "batch_size": args.batch,
+      "policies": res, "layers": _LAYERS.value, "seq_len": _SEQ.value, "batch_size": _BATCH.value,
       "fine_peak_mb": res["fine"]["peak_mb"], "none_peak_mb": res["none"]["peak_mb"],
       "fine_step_s": res["fine"]["step_s"], "full_step_s": res["full"]["step_s"],
       "fine_memory_ratio_vs_none": res["fine"]["peak_mb"] / res["none"]["peak_mb"],
@@ -77,4 +73,10 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (best of).", lower_bound=1)
+  _LAYERS = flags.DEFINE_integer("layers", 6, "Model layers.", lower_bound=1)
+  _SEQ = flags.DEFINE_integer("seq_len", 256, "Tokens per sequence.", lower_bound=1)
+  _BATCH = flags.DEFINE_integer("batch", 16, "Sequences per step.", lower_bound=1)
+  flags.DEFINE_alias("seq", "seq_len")
+  confspec.run(main)

@@ -12,7 +12,6 @@ Usage: python benchmarks/moe_layer.py [--tokens=8192] [--repeats=3] [--block=N]
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -23,8 +22,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from absl import flags  # noqa: E402
 from timing import best_time  # noqa: E402
 
+import confspec  # noqa: E402
 from pangu_jax.config import base_config  # noqa: E402
 from pangu_jax.model import moe  # noqa: E402
 from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
@@ -94,16 +95,11 @@ def torch_loop_step(cfg, params, x, ct):
   return step, forward
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--tokens", type=int, default=8192)
-  ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--block", type=int, default=256)
-  ap.add_argument("--gmm_impl", default="auto", choices=["auto", "blocked", "scanned", "ragged"])
-  args = ap.parse_args()
+def main(argv):
+  del argv
   torch.set_num_threads(os.cpu_count() or 1)
-  t = args.tokens
-  cfg = make_cfg("dropless", args.block, args.gmm_impl)
+  t = _TOKENS.value
+  cfg = make_cfg("dropless", _BLOCK.value, _GMM_IMPL.value)
   params = make_params(cfg)
   x = jax.random.normal(jax.random.key(10), (t, cfg.hidden_size))
   ct = jax.random.normal(jax.random.key(11), (t, cfg.hidden_size))
@@ -112,7 +108,7 @@ def main():
   _, torch_fwd = torch_loop_step(cfg, params, x, ct)
   with torch.no_grad():
     ref = torch_fwd().numpy()
-  ours = np.asarray(moe.moe(params, x[None], make_cfg("dense" if t <= 1024 else "dropless", args.block))[0][0])
+  ours = np.asarray(moe.moe(params, x[None], make_cfg("dense" if t <= 1024 else "dropless", _BLOCK.value))[0][0])
   rel = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
   print(f"torch loop vs ours, forward rel-L2: {rel:.2e}", flush=True)
 
@@ -123,14 +119,14 @@ def main():
   # The torch loop runs first: XLA's CPU thread pool can keep spinning after JAX work and slow torch down.
   for name, make in [("torch_loop", lambda: torch_loop_step(cfg, params, x, ct)[0]),
                      ("jax_dropless", lambda: jax_step(cfg, params, x, ct)),
-                     ("jax_capacity", lambda: jax_step(make_cfg("capacity", args.block), params, x, ct))]:
+                     ("jax_capacity", lambda: jax_step(make_cfg("capacity", _BLOCK.value), params, x, ct))]:
     fn = make()
-    s = best_time(fn, args.repeats)
+    s = best_time(fn, _REPEATS.value)
     results[name] = s
     print(f"{name:>14}: {s * 1e3:8.1f} ms fwd+bwd, {t / s:9.0f} tokens/s, "
           f"{useful_flops(cfg, t) / s / 1e9:6.1f} useful GFLOP/s", flush=True)
   out = {
-      "tokens": t, "block": args.block, "gmm_impl": args.gmm_impl,
+      "tokens": t, "block": _BLOCK.value, "gmm_impl": _GMM_IMPL.value,
       "jax_dropless_tokens_per_s": t / results["jax_dropless"],
       "jax_capacity_tokens_per_s": t / results["jax_capacity"],
       "torch_loop_tokens_per_s": t / results["torch_loop"],
@@ -143,4 +139,10 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _TOKENS = flags.DEFINE_integer("tokens", 8192, "Tokens through the layer.", lower_bound=1)
+  _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (best of).", lower_bound=1)
+  _BLOCK = flags.DEFINE_integer("block", 256, "Dropless group block size.", lower_bound=1)
+  _GMM_IMPL = flags.DEFINE_enum("gmm_impl", "auto", ["auto", "blocked", "scanned", "ragged"],
+                                "Grouped-matmul implementation.")
+  confspec.run(main)

@@ -24,7 +24,6 @@ Usage: python benchmarks/rl_vs_brax.py [--target=950] [--max_steps=3000000]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -33,9 +32,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from absl import flags  # noqa: E402
 from brax import envs  # noqa: E402
 from brax.envs.wrappers.training import EpisodeWrapper  # noqa: E402
 
+import confspec  # noqa: E402
 from control_brax.rl import ppo  # noqa: E402
 from control_brax.rl.config import base_rl_config  # noqa: E402
 
@@ -127,15 +128,12 @@ def brax_ppo(target: float, max_steps: int) -> dict:
   return {"wall_s": curve[-1][2], "env_steps": curve[-1][0], "reached": False, "curve": curve}
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--target", type=float, default=950.0)
-  p.add_argument("--max_steps", type=int, default=3_000_000)
-  args = p.parse_args()
-  a = ours(args.target, args.max_steps)
-  o = ours(args.target, args.max_steps, own=True)
-  b = brax_ppo(args.target, args.max_steps)
-  print(json.dumps({"env": "inverted_pendulum", "target_return": args.target, "ours_wall_s": a["wall_s"],
+def main(argv):
+  del argv
+  a = ours(_TARGET.value, _MAX_STEPS.value)
+  o = ours(_TARGET.value, _MAX_STEPS.value, own=True)
+  b = brax_ppo(_TARGET.value, _MAX_STEPS.value)
+  print(json.dumps({"env": "inverted_pendulum", "target_return": _TARGET.value, "ours_wall_s": a["wall_s"],
                     "brax_wall_s": b["wall_s"], "ratio": a["wall_s"] / b["wall_s"], "ours_env_steps": a["env_steps"],
                     "brax_env_steps": b["env_steps"], "ours_reached": a["reached"], "brax_reached": b["reached"],
                     "ours_own_settings_wall_s": o["wall_s"], "ours_own_settings_env_steps": o["env_steps"],
@@ -145,4 +143,7 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _TARGET = flags.DEFINE_float("target", 950.0, "Target evaluation return.")
+  _MAX_STEPS = flags.DEFINE_integer("max_steps", 3_000_000, "Env steps budget per trainer.", lower_bound=1)
+  confspec.run(main)

@@ -14,7 +14,6 @@ Usage: python benchmarks/rl_vs_sb3.py [--target=0.9] [--max_steps=1500000] [--ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,10 +21,13 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
+import confspec  # noqa: E402
 from control_brax.envs import PegInHoleEnv  # noqa: E402
 from control_brax.rl import ppo, rollout  # noqa: E402
-from control_brax.rl.config import load_rl_config  # noqa: E402
+from control_brax.rl.config import validate_rl  # noqa: E402
 
 EVAL_EVERY = 40_960
 
@@ -113,18 +115,12 @@ def sb3(cfg, target: float, max_steps: int, max_wall: float, n_envs: int = 2) ->
   return {"wall_s": curve[-1][2], "env_steps": curve[-1][0], "reached": curve[-1][1] >= target, "curve": curve}
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--target", type=float, default=0.9)
-  p.add_argument("--max_steps", type=int, default=1_500_000)
-  p.add_argument("--max_wall_s", type=float, default=1500.0)
-  p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "assembly",
-                                                  "ppo_l_shape.py"))
-  args = p.parse_args()
-  cfg = load_rl_config(args.config)
-  a = ours(cfg, args.target, args.max_steps, args.max_wall_s)
-  b = sb3(cfg, args.target, args.max_steps, args.max_wall_s)
-  print(json.dumps({"peg": cfg.env.peg, "target_success": args.target, "ours_wall_s": a["wall_s"],
+def main(argv):
+  del argv
+  cfg = validate_rl(_CONFIG.value)
+  a = ours(cfg, _TARGET.value, _MAX_STEPS.value, _MAX_WALL_S.value)
+  b = sb3(cfg, _TARGET.value, _MAX_STEPS.value, _MAX_WALL_S.value)
+  print(json.dumps({"peg": cfg.env.peg, "target_success": _TARGET.value, "ours_wall_s": a["wall_s"],
                     "sb3_wall_s": b["wall_s"], "wall_ratio": b["wall_s"] / a["wall_s"],
                     "ours_env_steps": a["env_steps"], "sb3_env_steps": b["env_steps"],
                     "steps_ratio": b["env_steps"] / a["env_steps"], "ours_reached": a["reached"],
@@ -134,4 +130,12 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _TARGET = flags.DEFINE_float("target", 0.9, "Target evaluation success rate.")
+  _MAX_STEPS = flags.DEFINE_integer("max_steps", 1_500_000, "Env steps budget per trainer.", lower_bound=1)
+  _MAX_WALL_S = flags.DEFINE_float("max_wall_s", 1500.0, "Wall-time budget per trainer (s).")
+  with confspec.flag_errors():  # a default config applies the --config.a.b=v overrides as it is defined
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", os.path.join(os.path.dirname(__file__), "..", "configs", "assembly", "ppo_l_shape.py"),
+        "RL config file (overrides as --config.a.b=v).")
+  confspec.run(main)

@@ -10,7 +10,6 @@ Usage: python benchmarks/train_step.py [--presets=tiny,small] [--repeats=5]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -19,7 +18,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+import confspec  # noqa: E402
 from pangu_jax.flops import train_flops_per_token  # noqa: E402
 from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
@@ -51,19 +52,19 @@ def bench(name: str, repeats: int, peak: float) -> dict:
   return {"tokens_per_s": tps, "mfu": mfu, "step_s": best, "compile_s": compile_s}
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--presets", default="tiny,small")
-  ap.add_argument("--repeats", type=int, default=5)
-  args = ap.parse_args()
+def main(argv):
+  del argv
   peak = measure_matmul_flops()
   record_peak(peak)
   print(f"fp32 2048^3 matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
   out = {"matmul_peak_gflops": peak / 1e9, "torch_tokens_per_s": None, "ratio_vs_torch": None}
-  for name in args.presets.split(","):
-    out[name] = bench(name, args.repeats, peak)
+  for name in _PRESETS.value:
+    out[name] = bench(name, _REPEATS.value, peak)
   print(json.dumps(out))
 
 
 if __name__ == "__main__":
-  main()
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _PRESETS = flags.DEFINE_list("presets", ["tiny", "small"], "Presets to time (comma-separated).")
+  _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (best of).", lower_bound=1)
+  confspec.run(main)

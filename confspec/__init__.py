@@ -23,11 +23,35 @@ Our definitions:
   `--config.ppo.hidden='(64, 64)'`, which nested lists need:
   `--config.env.action_groups="(('x', 'y'), ('z',), ('rx', 'ry'), ('rz',))"`);
   an empty value is the empty list. `run` installs that parser.
+
+How a binary is written (every `python -m ...` module and every benchmarks/*.py script; tests/test_build.py checks
+it). Its flags are typed holders (`flags.DEFINE_*` / `config_flags.DEFINE_*` return a `FlagHolder`; read
+`_NAME.value`, never `flags.FLAGS.name`) defined inside the `__main__` guard, so that importing the module as a
+library (tests, other modules) defines no flags and any number of binaries import side by side without absl's
+DuplicateFlagError. `main(argv)` is a module-level function that reads the holders; the guard ends in
+`confspec.run(main)`, which turns a bad flag, `--config.a.b=v` override or config value into one line on stderr and
+exit code 2. A config flag with a default config (`DEFINE_config_dict`, `DEFINE_config_file` with a default path)
+applies the overrides as it is defined, so it is defined inside `with confspec.flag_errors():`, which gives the same
+one-line errors. Common flags are spelt the same everywhere: `--config`, `--workdir`, `--out`, `--json`, `--seed`,
+`--progress` (`--noprogress` turns the bars off).
+
+    def main(argv):
+      del argv
+      print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
+
+
+    if __name__ == "__main__":
+      _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file (configs/assembly/*.py).")
+      _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; re-run to resume.")
+      _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
+      flags.mark_flags_as_required(["config", "workdir"])
+      confspec.run(main)
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,8 +59,8 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["ConfigError", "RunError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "run", "to_dict",
-           "parse_list_flag", "install_flag_parsers"]
+__all__ = ["ConfigError", "RunError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "flag_errors",
+           "run", "to_dict", "parse_list_flag", "install_flag_parsers"]
 
 
 class ConfigError(ValueError):
@@ -358,6 +382,35 @@ def install_flag_parsers() -> None:
   config_flags.register_flag_parser_for_type(tuple, ListParser())
 
 
+def _one_line(argv: Sequence[str], err: Exception) -> str:
+  """The stderr line for an error raised while absl parses the command line."""
+  from absl import flags  # noqa: PLC0415
+
+  if isinstance(err, flags.Error):
+    return f"flag error: {err}"
+  if isinstance(err, ConfigError):
+    return f"config error: {err}"
+  return f"config error: {_override_error(argv, err)}"
+
+
+_PARSE_ERRORS = (KeyError, AttributeError, ConfigError)
+
+
+@contextlib.contextmanager
+def flag_errors():
+  """One-line errors (exit code 2) while flags are defined: a config flag with a default config (`DEFINE_config_dict`,
+  or `DEFINE_config_file` with a default path) applies the `--config.a.b=v` overrides as it is defined, before
+  `run` parses anything."""
+  from absl import flags  # noqa: PLC0415
+
+  install_flag_parsers()  # list fields' overrides are parsed as the flag is defined, too
+  try:
+    yield
+  except (flags.Error, *_PARSE_ERRORS) as e:
+    print(_one_line(sys.argv, e), file=sys.stderr)
+    sys.exit(2)
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """`absl.app.run` with one-line errors for bad flags, config overrides and config values (exit code 2)."""
   from absl import app, flags  # noqa: PLC0415
@@ -367,12 +420,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
   def parse(argv):
     try:
       return flags.FLAGS(argv)
-    except flags.Error as e:
-      print(f"flag error: {e}", file=sys.stderr)
-    except (KeyError, AttributeError) as e:
-      print(f"config error: {_override_error(argv, e)}", file=sys.stderr)
-    except ConfigError as e:
-      print(f"config error: {e}", file=sys.stderr)
+    except (flags.Error, *_PARSE_ERRORS) as e:
+      print(_one_line(argv, e), file=sys.stderr)
     sys.exit(2)
 
   def quiet_main(argv):

@@ -16,7 +16,10 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
+import confspec
 from control_brax.rl import rollout
 from control_brax.rl.config import validate_rl
 from control_brax.train import get_runner
@@ -53,26 +56,22 @@ def evaluate(cfg, workdir: str, episodes: int = 256, seed_index: int = 0, key: i
           "mean_return": float(ev["return"]), "stage": runner.stage}
 
 
+def main(argv):
+  del argv
+  res = evaluate(_CONFIG.value, _WORKDIR.value, _EPISODES.value, _SEED_INDEX.value)
+  if _JSON.value:
+    print(json.dumps(res))
+  else:
+    for k, v in res.items():
+      print(f"{k}: {v}")
+
+
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  import confspec
-
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
   _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file the agent was trained with.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints/.")
   _EPISODES = flags.DEFINE_integer("episodes", 256, "Evaluation episodes.")
   _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which seed of a multi-seed run.")
   _JSON = flags.DEFINE_bool("json", False, "Print the result as one JSON line.")
   flags.mark_flags_as_required(["config", "workdir"])
-
-  def main(argv):
-    del argv
-    res = evaluate(_CONFIG.value, _WORKDIR.value, _EPISODES.value, _SEED_INDEX.value)
-    if _JSON.value:
-      print(json.dumps(res))
-    else:
-      for k, v in res.items():
-        print(f"{k}: {v}")
-
   confspec.run(main)

@@ -17,6 +17,10 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+import confspec
 
 
 def trace_episode(env, seed: int = 0, policy: Callable | None = None, frames: int = 6, u=None) -> dict:
@@ -98,43 +102,40 @@ def agent_policy(cfg, workdir: str, seed_index: int = 0) -> Callable:
 
 
 def main(argv):
-  from absl import flags  # noqa: PLC0415
-
+  del argv
   from control_brax.config import base_env_config  # noqa: PLC0415
 
-  f = flags.FLAGS
   policy = None
-  if f.workdir:
+  if _WORKDIR.value:
     import json  # noqa: PLC0415
 
-    from control_brax.rl.config import from_saved, load_rl_config  # noqa: PLC0415
+    from control_brax.rl.config import from_saved, validate_rl  # noqa: PLC0415
 
-    if f.config:
-      cfg = load_rl_config(f.config)
+    if _CONFIG.value is not None:
+      cfg = validate_rl(_CONFIG.value)
     else:  # the config the run saved (with every override it was trained with; older workdirs' forms too)
-      with open(os.path.join(f.workdir, "config.json")) as fh:
+      with open(os.path.join(_WORKDIR.value, "config.json")) as fh:
         cfg = from_saved(json.load(fh))
     env = cfg.env
-    policy = agent_policy(cfg, f.workdir)
+    policy = agent_policy(cfg, _WORKDIR.value)
   else:
     env = base_env_config()
-    env.peg = f.peg
-  env.error_scale = f.error_scale
-  os.makedirs(f.out, exist_ok=True)
-  trace = trace_episode(env, seed=f.seed, policy=policy)
-  print(save_strip(trace, os.path.join(f.out, "episode_strip.png")))
-  print(save_force_depth(trace, os.path.join(f.out, "force_depth.png")))
+    env.peg = _PEG.value
+  env.error_scale = _ERROR_SCALE.value
+  os.makedirs(_OUT.value, exist_ok=True)
+  trace = trace_episode(env, seed=_SEED.value, policy=policy)
+  print(save_strip(trace, os.path.join(_OUT.value, "episode_strip.png")))
+  print(save_force_depth(trace, os.path.join(_OUT.value, "force_depth.png")))
 
 
 if __name__ == "__main__":
-  from absl import flags
-
-  from confspec import run
-
-  flags.DEFINE_string("peg", "l_shape", "peg file name")
-  flags.DEFINE_string("out", "runs/render", "output directory")
-  flags.DEFINE_integer("seed", 0, "episode seed")
-  flags.DEFINE_float("error_scale", 1.0, "scales the initial-error distribution")
-  flags.DEFINE_string("config", "", "RL config file of a trained agent (default: the workdir's config.json)")
-  flags.DEFINE_string("workdir", "", "RL training workdir: render its newest checkpoint instead of the scripted one")
-  run(main)
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _PEG = flags.DEFINE_string("peg", "l_shape", "peg file name")
+  _OUT = flags.DEFINE_string("out", "runs/render", "output directory")
+  _SEED = flags.DEFINE_integer("seed", 0, "episode seed")
+  _ERROR_SCALE = flags.DEFINE_float("error_scale", 1.0, "scales the initial-error distribution")
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file of a trained agent, overrides as "
+                                            "--config.a.b=v (default: the workdir's config.json)")
+  _WORKDIR = flags.DEFINE_string("workdir", "", "RL training workdir: render its newest checkpoint instead of the "
+                                 "scripted controller")
+  confspec.run(main)

@@ -24,7 +24,9 @@ from collections.abc import Callable
 
 import ml_collections
 import numpy as np
+from absl import flags
 
+import confspec
 from control_brax.config import base_env_config
 
 # The documented grid (docs/control_brax.md): 3 x 3 x 3 x 3 = 81 points.
@@ -116,13 +118,11 @@ def _chunk(args):
 
 
 def main(argv):
-  from absl import flags  # noqa: PLC0415
-
-  f = flags.FLAGS
-  os.makedirs(f.out, exist_ok=True)
-  for peg in f.peg.split(","):
-    res = grid_search(peg, f.episodes, f.eval_episodes, f.workers)
-    path = os.path.join(f.out, f"{peg}.json")
+  del argv
+  os.makedirs(_OUT.value, exist_ok=True)
+  for peg in _PEG.value.split(","):
+    res = grid_search(peg, _EPISODES.value, _EVAL_EPISODES.value, _WORKERS.value)
+    path = os.path.join(_OUT.value, f"{peg}.json")
     with open(path, "w") as fh:
       json.dump(res, fh, indent=1)
     print(json.dumps({"peg": peg, "best_gains": res["best_gains"], **res["held_out"]}))
@@ -130,13 +130,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import flags
-
-  from confspec import run
-
-  flags.DEFINE_string("peg", "l_shape", "peg file name(s), comma-separated")
-  flags.DEFINE_string("out", "results/scripted", "output directory")
-  flags.DEFINE_integer("episodes", 100, "episodes per grid point")
-  flags.DEFINE_integer("eval_episodes", 200, "held-out episodes for the best point")
-  flags.DEFINE_integer("workers", 2, "processes")
-  run(main)
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _PEG = flags.DEFINE_string("peg", "l_shape", "peg file name(s), comma-separated")
+  _OUT = flags.DEFINE_string("out", "results/scripted", "output directory")
+  _EPISODES = flags.DEFINE_integer("episodes", 100, "episodes per grid point")
+  _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 200, "held-out episodes for the best point")
+  _WORKERS = flags.DEFINE_integer("workers", 2, "processes")
+  confspec.run(main)

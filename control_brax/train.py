@@ -23,7 +23,10 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
+import confspec
 from control_brax.envs import PegInHoleEnv
 from control_brax.pead import extend_ddpg, extend_ppo, group_index
 from control_brax.plots import learning_curve
@@ -245,19 +248,15 @@ def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
   return summary
 
 
+def main(argv):
+  del argv
+  print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
+
+
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  import confspec
-
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
   _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file (configs/assembly/*.py).")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints); re-run to resume.")
   _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
   flags.mark_flags_as_required(["config", "workdir"])
-
-  def main(argv):
-    del argv
-    print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
-
   confspec.run(main)

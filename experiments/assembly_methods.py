@@ -35,7 +35,10 @@ import time
 
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
+import confspec
 from control_brax.rl.config import base_rl_config
 from runkit.metrics import read_metrics
 from runkit.stats import mean_ci
@@ -327,20 +330,18 @@ def run(exp, out: str, log=None, progress: bool = True) -> dict:
   return aggregate(exp, out)
 
 
+def main(argv):
+  del argv
+  res = run(_CONFIG.value, _OUT.value, progress=_PROGRESS.value)
+  print(json.dumps({k: {m: v[m]["mean"] for m in ("steps_to_80", "final_success_rate")}
+                    for k, v in res["results"].items()}))
+
+
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  import confspec
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", default_config(), "Experiment settings (override with "
-                                            "--config.x=y).")
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  with confspec.flag_errors():  # a default config applies the --config.a.b=v overrides as it is defined
+    _CONFIG = config_flags.DEFINE_config_dict("config", default_config(), "Experiment settings (override with "
+                                              "--config.x=y).")
   _OUT = flags.DEFINE_string("out", "results/pead_l_shape", "Results directory (resumable).")
-
-  def main(argv):
-    del argv
-    res = run(_CONFIG.value, _OUT.value)
-    print(json.dumps({k: {m: v[m]["mean"] for m in ("steps_to_80", "final_success_rate")}
-                      for k, v in res["results"].items()}))
-
+  _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
   confspec.run(main)

@@ -733,23 +733,20 @@ def run_study(cfg, out: str, *, progress: bool = True, log=None) -> dict:
   return finish(out, cfg, results)
 
 
-def _define_flags():
-  """Flags are defined only when run as a program, so importing this module (tests) defines no global flags."""
-  cfg = config_flags.DEFINE_config_dict("config", get_config(), "Study config (sections pangu, study).")
-  out = flags.DEFINE_string("out", None, "Output directory (runs, results.json, report.md, plots); re-run to resume.")
-  progress = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
-  as_json = flags.DEFINE_bool("json", False, "Print one JSON object (the headline aggregate) as the last line.")
-  flags.mark_flags_as_required(["out"])
-
-  def main(argv):
-    del argv
-    res = run_study(cfg.value, out.value, progress=progress.value)
-    print(f"report: {res['report']}")
-    if as_json.value:
-      print(json.dumps({"report": res["report"], **res["aggregate"]}))
-
-  return main
+def main(argv):
+  del argv
+  res = run_study(_CONFIG.value, _OUT.value, progress=_PROGRESS.value)
+  print(f"report: {res['report']}")
+  if _JSON.value:
+    print(json.dumps({"report": res["report"], **res["aggregate"]}))
 
 
 if __name__ == "__main__":
-  confspec.run(_define_flags())
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  with confspec.flag_errors():  # a default config applies the --config.a.b=v overrides as it is defined
+    _CONFIG = config_flags.DEFINE_config_dict("config", get_config(), "Study config (sections pangu, study).")
+  _OUT = flags.DEFINE_string("out", None, "Output directory (runs, results.json, report.md, plots); re-run to resume.")
+  _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
+  _JSON = flags.DEFINE_bool("json", False, "Print one JSON object (the headline aggregate) as the last line.")
+  flags.mark_flags_as_required(["out"])
+  confspec.run(main)

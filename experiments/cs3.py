@@ -13,7 +13,10 @@ import json
 import os
 
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
+import confspec
 from control_brax.cs3 import estimate
 from runkit.atomic import atomic_write_json
 
@@ -86,25 +89,21 @@ def plot(result: dict, out: str) -> list[str]:
   return [p1, p2]
 
 
+def main(argv):
+  del argv
+  res = run(_CONFIG.value, _OUT.value, progress=_PROGRESS.value)
+  edges = int(np.sum(res["graph"]))
+  print(f"CS3 on {res['peg']}: {edges} edges of {len(res['actions']) * len(res['states'])}, "
+        f"{res['samples']} samples, {res['wall_s']:.0f} s -> {_OUT.value}/connection_graph.json")
+  if _JSON.value:
+    print(json.dumps({k: res[k] for k in ("scores", "stderr", "graph", "actions", "states", "samples")}))
+
+
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  import confspec
-
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
   _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file (its env and cs3 sections are used).")
   _OUT = flags.DEFINE_string("out", None, "Output directory.")
   _JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last stdout line.")
   _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
   flags.mark_flags_as_required(["config", "out"])
-
-  def main(argv):
-    del argv
-    res = run(_CONFIG.value, _OUT.value, progress=_PROGRESS.value)
-    edges = int(np.sum(res["graph"]))
-    print(f"CS3 on {res['peg']}: {edges} edges of {len(res['actions']) * len(res['states'])}, "
-          f"{res['samples']} samples, {res['wall_s']:.0f} s -> {_OUT.value}/connection_graph.json")
-    if _JSON.value:
-      print(json.dumps({k: res[k] for k in ("scores", "stderr", "graph", "actions", "states", "samples")}))
-
   confspec.run(main)

@@ -26,10 +26,6 @@ from absl import flags
 
 import confspec
 
-_OUT = flags.DEFINE_string("out", "runs/demo", "Output directory (report.md, plots, every stage's files).")
-_QUICK = flags.DEFINE_bool("quick", False, "Tiny stages (the test suite's smoke version, ~3 minutes).")
-_STAGES = flags.DEFINE_list("stages", ["simulate", "train", "generate", "export", "rl"], "Stages to run.")
-
 PY = sys.executable
 
 
@@ -135,4 +131,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _OUT = flags.DEFINE_string("out", "runs/demo", "Output directory (report.md, plots, every stage's files).")
+  _QUICK = flags.DEFINE_bool("quick", False, "Tiny stages (the test suite's smoke version, ~3 minutes).")
+  _STAGES = flags.DEFINE_list("stages", ["simulate", "train", "generate", "export", "rl"], "Stages to run.")
   confspec.run(main)

@@ -9,10 +9,16 @@ analysis and the declared decisive run: docs/control_brax_transfer.md.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import sys
 
 import numpy as np
+from absl import flags
 
+import confspec
 from control_brax.etcl import DEFAULT_LAW, LAWS, Gains, features, reconfigure_env
+from runkit.atomic import atomic_write_json
 from runkit.stats import mean_diff_ci, paired_binary_change_ci
 
 # Source-side tuning grid (our definition): the documented scripted grid (control_brax.scripted.GRID) reaches its
@@ -151,36 +157,29 @@ def write_report(out: str) -> str:
   return path
 
 
+def main(argv):
+  del argv
+  out = _OUT.value
+  os.makedirs(out, exist_ok=True)
+  res = acceptance(_SOURCE.value, _TARGETS.value.split(","), _EPISODES.value, _SEED.value, _RETUNE.value,
+                   log=lambda m: print(m, file=sys.stderr, flush=True), laws=_LAWS.value.split(","),
+                   tuning_cache=os.path.join(out, "source_tuning.json"))
+  atomic_write_json(os.path.join(out, "acceptance.json"), res, indent=1)
+  write_report(out)
+  print(json.dumps({k: {"passes": v["passes"], "success": [v["unreconfigured"]["success_rate"],
+                                                            v["etcl"]["success_rate"]],
+                        "peak_force_n": [v["unreconfigured"]["peak_force_n"], v["etcl"]["peak_force_n"]]}
+                    for k, v in res["results"].items()}))
+
+
 if __name__ == "__main__":
-  import json
-  import os
-  import sys
-
-  from absl import flags
-
-  from confspec import run
-  from runkit.atomic import atomic_write_json
-
-  flags.DEFINE_string("source", "square", "source peg (name or file)")
-  flags.DEFINE_string("targets", "l_shape,rect", "target pegs, comma-separated")
-  flags.DEFINE_integer("episodes", 4000, "paired episodes per target (the declared decisive run; docs)")
-  flags.DEFINE_integer("seed", 2027, "episode seed (used by no tuning or development run)")
-  flags.DEFINE_bool("retune", True, "also re-tune the source on SOURCE_GRID")
-  flags.DEFINE_string("out", "results/etcl", "output directory")
-  flags.DEFINE_string("laws", DEFAULT_LAW, f"laws to check, comma-separated, of {LAWS} (default: the default law)")
-
-  def main(argv):
-    del argv
-    f = flags.FLAGS
-    os.makedirs(f.out, exist_ok=True)
-    res = acceptance(f.source, f.targets.split(","), f.episodes, f.seed, f.retune,
-                     log=lambda m: print(m, file=sys.stderr, flush=True), laws=f.laws.split(","),
-                     tuning_cache=os.path.join(f.out, "source_tuning.json"))
-    atomic_write_json(os.path.join(f.out, "acceptance.json"), res, indent=1)
-    write_report(f.out)
-    print(json.dumps({k: {"passes": v["passes"], "success": [v["unreconfigured"]["success_rate"],
-                                                              v["etcl"]["success_rate"]],
-                          "peak_force_n": [v["unreconfigured"]["peak_force_n"], v["etcl"]["peak_force_n"]]}
-                      for k, v in res["results"].items()}))
-
-  run(main)
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _SOURCE = flags.DEFINE_string("source", "square", "source peg (name or file)")
+  _TARGETS = flags.DEFINE_string("targets", "l_shape,rect", "target pegs, comma-separated")
+  _EPISODES = flags.DEFINE_integer("episodes", 4000, "paired episodes per target (the declared decisive run; docs)")
+  _SEED = flags.DEFINE_integer("seed", 2027, "episode seed (used by no tuning or development run)")
+  _RETUNE = flags.DEFINE_bool("retune", True, "also re-tune the source on SOURCE_GRID")
+  _OUT = flags.DEFINE_string("out", "results/etcl", "output directory")
+  _LAWS = flags.DEFINE_string("laws", DEFAULT_LAW,
+                              f"laws to check, comma-separated, of {LAWS} (default: the default law)")
+  confspec.run(main)

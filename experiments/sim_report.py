@@ -10,8 +10,9 @@ import os
 import shutil
 import sys
 
-from absl import app, flags
+from absl import flags
 
+import confspec
 from experiments.sim_plots import plot_sweeps, plot_timeline
 from pangu_jax.sim.hardware import load_hardware
 from pangu_jax.sim.pipeline_placement import (
@@ -34,9 +35,6 @@ from pangu_jax.sim.predict import (
 from pangu_jax.sim.schedule import pipeline_time
 from pangu_jax.sim.search import search_architectures, search_plans
 from runkit.configfile import load_config_file
-
-_OUT = flags.DEFINE_string("out", "results/sim", "output directory")
-_VALIDATE_JSON = flags.DEFINE_string("validate_json", "", "a `simulate --validate --json` output to include")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_PLAN = "tp=8,pp=16,vpp=2,ep=4,mbs=2,seq=4096,devices=6144"
@@ -197,4 +195,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _OUT = flags.DEFINE_string("out", "results/sim", "output directory")
+  _VALIDATE_JSON = flags.DEFINE_string("validate_json", "", "a `simulate --validate --json` output to include")
+  confspec.run(main)

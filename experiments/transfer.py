@@ -35,7 +35,10 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
+import confspec
 from confspec import Field, defaults, validate
 from control_brax import etcl, wdpd
 from control_brax.config import load_peg
@@ -412,12 +415,29 @@ def report(meta: dict, results: dict, out: str) -> str:
   return path
 
 
+def main(argv):
+  del argv
+  c = default_config()
+  if _CONFIG.value is not None:
+    user = _CONFIG.value
+    for k in user.keys():
+      c[k] = user[k]
+  if _SEEDS.value is not None:
+    c.transfer.seeds = _SEEDS.value
+  if _BUDGET.value is not None:
+    c.transfer.budget_steps = _BUDGET.value
+  out = _OUT.value or os.path.join("results", f"transfer_{_name(_SOURCE.value)}_{_name(_TARGET.value)}")
+  res = run(_SOURCE.value, _TARGET.value, out, c, progress=_PROGRESS.value, train_runs=not _REPORT_ONLY.value,
+            methods=_METHODS.value.split(","))
+  js = contract_json(res)
+  if _JSON.value:
+    print(json.dumps(js))
+  else:
+    print(open(os.path.join(out, "report.md")).read())
+
+
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  import confspec
-
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional RL config file (default: transfer defaults).")
   _SOURCE = flags.DEFINE_string("source", None, "Source geometry A: peg name or peg parameter file.")
   _TARGET = flags.DEFINE_string("target", None, "Target geometry B: peg name or peg parameter file.")
@@ -429,25 +449,4 @@ if __name__ == "__main__":
   _METHODS = flags.DEFINE_string("methods", ",".join(METHODS), "Methods this call trains (comma-separated).")
   _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing; report the runs that exist under --out.")
   flags.mark_flags_as_required(["source", "target"])
-
-  def main(argv):
-    del argv
-    c = default_config()
-    if _CONFIG.value is not None:
-      user = _CONFIG.value
-      for k in user.keys():
-        c[k] = user[k]
-    if _SEEDS.value is not None:
-      c.transfer.seeds = _SEEDS.value
-    if _BUDGET.value is not None:
-      c.transfer.budget_steps = _BUDGET.value
-    out = _OUT.value or os.path.join("results", f"transfer_{_name(_SOURCE.value)}_{_name(_TARGET.value)}")
-    res = run(_SOURCE.value, _TARGET.value, out, c, progress=_PROGRESS.value, train_runs=not _REPORT_ONLY.value,
-              methods=_METHODS.value.split(","))
-    js = contract_json(res)
-    if _JSON.value:
-      print(json.dumps(js))
-    else:
-      print(open(os.path.join(out, "report.md")).read())
-
   confspec.run(main)

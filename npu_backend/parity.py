@@ -40,20 +40,6 @@ TOLERANCES = {
     "bfloat16": {"rel_l2": 2e-2, "token_kl": None, "router_agreement": 0.98},
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: compare on its latest checkpoint.")
-_DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda", "npu"], "torch backend.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of both sides.")
-_MOCK = flags.DEFINE_bool("mock_npu", False, "Run the NPU lowering through the mock torch_npu.")
-_LOWERING = flags.DEFINE_enum("lowering", "auto", ["auto", "none", "reference", "torch_npu"],
-                              "Fused-op lowering of regions (auto: torch_npu on an NPU, else none).")
-_BATCH = flags.DEFINE_integer(
-    "batch", 16, "Sequences (16 x 64 tokens: one routing flip moves agreement by 0.1%, well below the bf16 2%).",
-    lower_bound=1)
-_SEQ = flags.DEFINE_integer("seq_len", 64, "Tokens per sequence.", lower_bound=2)
-_SEED = flags.DEFINE_integer("seed", 0, "Token and weight seed.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last line.")
-
 
 def far_from_uniform(params, cfg_model, tokens, target_std: float = 4.0, router_std: float = 2.0):
   """Rescales fresh weights so that the comparison means something: the output head so that the logits have
@@ -247,4 +233,18 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: compare on its latest checkpoint.")
+  _DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda", "npu"], "torch backend.")
+  _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of both sides.")
+  _MOCK = flags.DEFINE_bool("mock_npu", False, "Run the NPU lowering through the mock torch_npu.")
+  _LOWERING = flags.DEFINE_enum("lowering", "auto", ["auto", "none", "reference", "torch_npu"],
+                                "Fused-op lowering of regions (auto: torch_npu on an NPU, else none).")
+  _BATCH = flags.DEFINE_integer(
+      "batch", 16, "Sequences (16 x 64 tokens: one routing flip moves agreement by 0.1%, well below the bf16 2%).",
+      lower_bound=1)
+  _SEQ = flags.DEFINE_integer("seq_len", 64, "Tokens per sequence.", lower_bound=2)
+  _SEED = flags.DEFINE_integer("seed", 0, "Token and weight seed.")
+  _JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last line.")
   confspec.run(main)

@@ -22,23 +22,11 @@ from pangu_jax import workdir as workdir_lib
 from pangu_jax.model import decode
 from pangu_jax.tokenizer import ByteTokenizer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: use its latest checkpoint and config.")
-_PROMPT = flags.DEFINE_string("prompt", "The ", "Prompt text.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens to generate.", lower_bound=1)
-_SPECULATIVE = flags.DEFINE_bool("speculative", False, "Self-speculative decoding with the MTP head.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = greedy.", lower_bound=0.0)
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0 = all).", lower_bound=0)
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last line.")
-_WARMUP = flags.DEFINE_bool("warmup", True, "Generate once before timing, so tokens_per_s excludes compilation.")
-
 
 def load_model(config, workdir):
   """(cfg, params, tokenizer) from a workdir's latest checkpoint, or fresh weights from a config."""
   cfg, params = workdir_lib.load_model(config, workdir)
   return cfg, params, ByteTokenizer()
-
 
 
 def main(argv):
@@ -72,4 +60,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: use its latest checkpoint and config.")
+  _PROMPT = flags.DEFINE_string("prompt", "The ", "Prompt text.")
+  _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens to generate.", lower_bound=1)
+  _SPECULATIVE = flags.DEFINE_bool("speculative", False, "Self-speculative decoding with the MTP head.")
+  _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = greedy.", lower_bound=0.0)
+  _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0 = all).", lower_bound=0)
+  _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  _JSON = flags.DEFINE_bool("json", False, "Print one JSON object as the last line.")
+  _WARMUP = flags.DEFINE_bool("warmup", True, "Generate once before timing, so tokens_per_s excludes compilation.")
   confspec.run(main)

@@ -16,10 +16,6 @@ import confspec
 from pangu_jax.config import validate_config
 from pangu_jax.params import count_params
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
-flags.mark_flags_as_required(["config"])
-
-
 
 def main(argv):
   del argv
@@ -34,4 +30,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
+  flags.mark_flags_as_required(["config"])
   confspec.run(main)

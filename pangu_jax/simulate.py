@@ -24,21 +24,6 @@ from tqdm import tqdm
 import confspec
 from pangu_jax.config import validate_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
-_HARDWARE = flags.DEFINE_string("hardware", "ascend_a2", "hardware file, or a name in configs/hardware/")
-_PLAN = flags.DEFINE_string("plan", "", "plan overrides k=v,... (see docs/simulator.md)")
-_SEARCH = flags.DEFINE_bool("search", False, "search plans (fixed keys from --plan) and rank them")
-_SEARCH_ARCH = flags.DEFINE_bool("search_arch", False, "with --search: also the architecture comparison")
-_TOP = flags.DEFINE_integer("top", 20, "plans printed by --search")
-_CALIBRATE = flags.DEFINE_bool("calibrate", False, "measure this machine and write --out")
-_OUT = flags.DEFINE_string("out", "", "output hardware file of --calibrate")
-_VALIDATE = flags.DEFINE_bool("validate", False, "calibrate, then compare predicted and measured step times")
-_VALIDATE_CONFIGS = flags.DEFINE_list("validate_configs", [], "subset of validation configs (default: all)")
-_DEVICES = flags.DEFINE_integer("calibrate_devices", 8, "simulated CPU devices for the collective benchmarks")
-_JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
-_QUICK = flags.DEFINE_bool("quick", False, "with --calibrate: shorter microbenchmarks (smoke runs, noisier figures)")
-_PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr")
-
 CONTRACT_KEYS = ("mfu", "tokens_per_s", "step_time_s", "memory_per_device_gb", "fits")
 
 
@@ -167,4 +152,19 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
+  _HARDWARE = flags.DEFINE_string("hardware", "ascend_a2", "hardware file, or a name in configs/hardware/")
+  _PLAN = flags.DEFINE_string("plan", "", "plan overrides k=v,... (see docs/simulator.md)")
+  _SEARCH = flags.DEFINE_bool("search", False, "search plans (fixed keys from --plan) and rank them")
+  _SEARCH_ARCH = flags.DEFINE_bool("search_arch", False, "with --search: also the architecture comparison")
+  _TOP = flags.DEFINE_integer("top", 20, "plans printed by --search")
+  _CALIBRATE = flags.DEFINE_bool("calibrate", False, "measure this machine and write --out")
+  _OUT = flags.DEFINE_string("out", "", "output hardware file of --calibrate")
+  _VALIDATE = flags.DEFINE_bool("validate", False, "calibrate, then compare predicted and measured step times")
+  _VALIDATE_CONFIGS = flags.DEFINE_list("validate_configs", [], "subset of validation configs (default: all)")
+  _DEVICES = flags.DEFINE_integer("calibrate_devices", 8, "simulated CPU devices for the collective benchmarks")
+  _JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
+  _QUICK = flags.DEFINE_bool("quick", False, "with --calibrate: shorter microbenchmarks (smoke runs, noisier figures)")
+  _PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr")
   confspec.run(main)

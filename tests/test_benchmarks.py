@@ -15,7 +15,7 @@ from conftest import REPO
       "fraction_of_matmul_peak"}),
     ("export.py", ["--batch=1", "--seq_len=16", "--repeats=1"],
      {"export_s", "torch_tokens_per_s", "jax_tokens_per_s", "ratio", "max_rel_err"}),
-    ("memory.py", ["--layers=2", "--seq=32", "--batch=4", "--repeats=1"],
+    ("memory.py", ["--layers=2", "--seq_len=32", "--batch=4", "--repeats=1"],
      {"policies", "fine_peak_mb", "none_peak_mb", "fine_step_s", "full_step_s", "fine_memory_ratio_vs_none",
       "fine_time_ratio_vs_full"}),
 ])

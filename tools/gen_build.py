@@ -34,7 +34,8 @@ DEPS = {
 }
 
 
-TREE_GLOB = 'glob(["BUILD", "configs/**/*.py", "tests/**/*.py"] + [p + "/**/*.py" for p in PACKAGES])'
+TREE_GLOB = ('glob(["BUILD", "configs/**/*.py", "tests/**/*.py", "benchmarks/*.py"] '
+             '+ [p + "/**/*.py" for p in PACKAGES])')
 
 
 def _py_files(top: str) -> list[str]:

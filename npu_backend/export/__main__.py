@@ -17,16 +17,6 @@ import confspec
 from npu_backend.export.model import export_to_dir, verify_export
 from pangu_jax.workdir import load_model
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights unless --workdir).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: export its latest checkpoint.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_BATCH = flags.DEFINE_integer("batch", 1, "Batch size of the exported graph.", lower_bound=1)
-_SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length of the exported graph.", lower_bound=1)
-_JSON = flags.DEFINE_bool("json", False, "Print a JSON summary as the last line.")
-_DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "npu", "cuda", "cpu"], "Device for the verification run.")
-_VERIFY = flags.DEFINE_bool("verify", True, "Reload the export on --device and compare its logits with JAX's.")
-flags.mark_flags_as_required(["out"])
-
 
 def main(argv):
   del argv
@@ -43,4 +33,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (fresh weights unless --workdir).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: export its latest checkpoint.")
+  _OUT = flags.DEFINE_string("out", None, "Output directory.")
+  _BATCH = flags.DEFINE_integer("batch", 1, "Batch size of the exported graph.", lower_bound=1)
+  _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length of the exported graph.", lower_bound=1)
+  _JSON = flags.DEFINE_bool("json", False, "Print a JSON summary as the last line.")
+  _DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "npu", "cuda", "cpu"], "Device for the verification run.")
+  _VERIFY = flags.DEFINE_bool("verify", True, "Reload the export on --device and compare its logits with JAX's.")
+  flags.mark_flags_as_required(["out"])
   confspec.run(main)

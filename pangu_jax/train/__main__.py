@@ -18,15 +18,6 @@ import confspec
 from pangu_jax.parallel import multihost
 from pangu_jax.train.loop import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints); re-run to resume.")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar with ETA.")
-_COORD = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
-_NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
-_PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
-_CPU_COLL = flags.DEFINE_string("cpu_collectives", "gloo", "Multi-host on CPU: collectives implementation.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def main(argv):
   del argv
@@ -39,4 +30,13 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this module runs as a binary (confspec: how a binary is written).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pangu config file (configs/pangu/*.py).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints); re-run to resume.")
+  _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar with ETA.")
+  _COORD = flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0.")
+  _NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+  _PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
+  _CPU_COLL = flags.DEFINE_string("cpu_collectives", "gloo", "Multi-host on CPU: collectives implementation.")
+  flags.mark_flags_as_required(["config", "workdir"])
   confspec.run(main)

@@ -252,3 +252,14 @@ def test_committed_rl_workdir_configs_load(path):
 
   with open(path) as f:
     assert from_saved(json.load(f)).ppo.hidden == (64, 64)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["pangu_jax.info", "--config=configs/pangu/tiny.py", "--nosuchflag"], "flag error: Unknown command line flag"),
+    # a default config applies the overrides as the flag is defined (confspec.flag_errors)
+    (["experiments.assembly_methods", "--config.no_such=1"], "config error: config.no_such: unknown field"),
+])
+def test_bad_flag_or_override_is_one_line_exit_2(args, line):
+  proc = _run(*args)
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
