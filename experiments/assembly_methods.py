@@ -40,6 +40,7 @@ from ml_collections import config_flags
 
 import confspec
 from control_brax.rl.config import base_rl_config
+from runkit.atomic import atomic_write
 from runkit.metrics import read_metrics
 from runkit.stats import mean_ci
 
@@ -284,10 +285,7 @@ def report(exp, results: dict, out: str) -> str:
   lines += ["", "## The papers' claims against these figures", ""] + claims(results) + [""]
   lines += matched_success(results)
   lines += ["![learning curves](learning_curves.png)", "", "![steps to 80%](steps_to_80.png)", ""]
-  path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  return atomic_write(os.path.join(out, "report.md"), "\n".join(lines))
 
 
 def aggregate(exp, out: str) -> dict:

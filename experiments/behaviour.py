@@ -38,7 +38,7 @@ from pangu_jax.config import SCHEMA as PANGU_SCHEMA
 from pangu_jax.config import _cross_checks, base_config
 from pangu_jax.model import transformer
 from pangu_jax.train.data import CHUNK, Corpus, read_documents
-from runkit.atomic import atomic_write_json
+from runkit.atomic import atomic_write, atomic_write_json
 from runkit.metrics import read_metrics
 
 DOMAINS = ("prose", "code", "table")
@@ -599,10 +599,7 @@ def write_report(out: str, cfg, agg: dict, results: list[dict], plots: list[str]
   for r in results:
     t = r["training"]
     lines.append(f"| {r['name']} | {t['steps']} | {_f(t['final_val_loss'], 4)} | {_f(t['wall_s'], 0)} |")
-  path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+  return atomic_write(os.path.join(out, "report.md"), "\n".join(lines) + "\n")
 
 
 def _specialisation_verdict(results: list[dict], ep: dict) -> str:

@@ -18,7 +18,7 @@ from absl import flags
 
 import confspec
 from control_brax.etcl import DEFAULT_LAW, LAWS, Gains, features, reconfigure_env
-from runkit.atomic import atomic_write_json
+from runkit.atomic import atomic_write, atomic_write_json
 from runkit.stats import mean_diff_ci, paired_binary_change_ci
 
 # Source-side tuning grid (our definition): the documented scripted grid (control_brax.scripted.GRID) reaches its
@@ -151,10 +151,7 @@ def write_report(out: str) -> str:
                    f"{r['unreconfigured']['peak_force_n']:.1f} -> {r['etcl']['peak_force_n']:.1f} | "
                    f"{r['peak_force_change_n']:+.1f} [{lo:+.1f}, {hi:+.1f}] | {'yes' if r['passes'] else 'NO'} |")
   lines += [""]
-  path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  return atomic_write(os.path.join(out, "report.md"), "\n".join(lines))
 
 
 def main(argv):

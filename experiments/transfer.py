@@ -46,6 +46,7 @@ from control_brax.rl import networks as nets
 from control_brax.rl import rollout
 from control_brax.rl.config import base_rl_config, validate_rl
 from control_brax.rl.normalize import normalize
+from runkit.atomic import atomic_write
 from runkit.metrics import read_metrics
 from runkit.stats import median_ci
 
@@ -409,10 +410,7 @@ def report(meta: dict, results: dict, out: str) -> str:
                  f"higher final success: {_better(s[a]['final_success_rate'], s[b]['final_success_rate'], False)}; "
                  f"lower peak force: {_better(s[a]['peak_force_n'], s[b]['peak_force_n'], True)}")
   lines += ["", "![transfer](transfer.png)", ""]
-  path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  return atomic_write(os.path.join(out, "report.md"), "\n".join(lines))
 
 
 def main(argv):

@@ -35,10 +35,11 @@ def atomic_path(path: str) -> Iterator[str]:
     raise
 
 
-def atomic_write(path: str, data: str | bytes) -> None:
-  """Writes `data` (text or bytes) to `path` atomically."""
+def atomic_write(path: str, data: str | bytes) -> str:
+  """Writes `data` (text or bytes) to `path` atomically; returns `path`."""
   with atomic_path(path) as tmp, open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
     f.write(data)
+  return path
 
 
 def atomic_write_json(path: str, obj, **dump_kwargs) -> None:
