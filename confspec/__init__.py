@@ -179,6 +179,8 @@ class Field:
       ok_type = True
     if not ok_type:
       return [], f"{value!r} is not {_KIND_NAMES.get(self.kind, self.kind)}"
+    if isinstance(value, float) and value != value:  # NaN: every range comparison with it is False
+      return [], "nan is not a number"
     if self.choices is not None and value not in self.choices:
       return [], f"{value!r} is not allowed"
     if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):

@@ -263,3 +263,18 @@ def test_bad_flag_or_override_is_one_line_exit_2(args, line):
   proc = _run(*args)
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
+
+
+def test_nan_fails_every_float_field_with_one_line():
+  """NaN passes a range check written as comparisons (they are all False), so it is rejected by name."""
+  import math  # noqa: PLC0415
+
+  from confspec import ConfigError, Field  # noqa: PLC0415
+
+  for f in (Field(float, 1.0, lo=0, lo_open=True), Field(float, 0.5, hi=1), Field(float, 0.0)):
+    with pytest.raises(ConfigError, match=r"^config.x: nan is not a number; allowed: a number"):
+      f.check("config.x", math.nan)
+  proc = _run("pangu_jax.info", "--config=configs/pangu/tiny.py", "--config.train.learning_rate=nan")
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert proc.returncode == 2 and lines == ["config error: config.train.learning_rate: nan is not a number; "
+                                            "allowed: a number > 0 <= 1"], proc.stderr
