@@ -27,6 +27,8 @@ def main(argv):
     print(json.dumps(summary))
   if summary["status"].startswith("stopped:"):
     raise SystemExit(3)
+  if summary["signal"]:  # saved and stopped: exit as the signal would have (128 + N), so a scheduler sees it
+    raise SystemExit(128 + summary["signal"])
 
 
 if __name__ == "__main__":

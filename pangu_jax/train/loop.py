@@ -168,4 +168,5 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
     for s, h in old_handlers.items():
       signal.signal(s, h)
   return {"status": status, "step": int(state["step"]), "val_loss": last_val,
-          "skipped_steps": int(state["total_skips"]), "wall_s": time.perf_counter() - t_begin}
+          "skipped_steps": int(state["total_skips"]), "wall_s": time.perf_counter() - t_begin,
+          "signal": int(stop.signal) if stop.signal and status.startswith("stopped by signal") else None}

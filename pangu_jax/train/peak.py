@@ -64,5 +64,8 @@ def record_peak(flops: float) -> float:
   except (OSError, ValueError):
     cached = {}
   cached[_key()] = max(flops, cached.get(_key(), 0.0))
-  atomic_write_json(CACHE, cached)
+  try:
+    atomic_write_json(CACHE, cached)
+  except OSError:  # a read-only or missing home: the measurement is used, just not remembered
+    pass
   return cached[_key()]

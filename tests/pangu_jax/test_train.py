@@ -242,6 +242,26 @@ def _train_cmd(workdir, **train_overrides):
 
 
 @pytest.mark.slow
+def test_sigterm_saves_and_exits_143_with_an_unwritable_home(tmp_path):
+  """SIGTERM: a checkpoint at the current step, then exit 128 + 15 (not 0: a scheduler must see the stop); a home
+  directory where nothing can be written (the CPU peak-FLOP/s cache lives there) does not stop the trainer."""
+  env = dict(os.environ, HOME="/proc")  # nothing can be created under /proc, not even by root
+  proc = subprocess.Popen(_train_cmd(tmp_path, steps=100_000, checkpoint_every=100_000), cwd=REPO, env=env,
+                          stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:
+    if line.startswith("compiled the train step"):
+      break
+  time.sleep(2)
+  proc.send_signal(signal.SIGTERM)
+  err = proc.stderr.read()
+  assert proc.wait(timeout=300) == 128 + signal.SIGTERM, err
+  assert "stopped by signal 15: checkpoint saved at step" in err
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3, read_only=True)
+  assert ckpt.steps() and ckpt.steps()[-1] < 100_000
+  ckpt.close()
+
+
+@pytest.mark.slow
 def test_kill_dash_nine_then_resume_is_exact(tmp_path):
   steps = 24
   ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
