@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
+from confspec import ConfigError, RunError
 from control_brax.rl import rollout
 from control_brax.rl.config import validate_rl
 from control_brax.train import get_runner
@@ -32,19 +33,24 @@ def load_agent(cfg, workdir: str):
                       flat=True, read_only=True)
   steps = ckpt.steps()
   if not steps:
-    raise FileNotFoundError(f"--workdir: no checkpoint under {workdir}/checkpoints (train first)")
+    raise RunError(f"--workdir: no checkpoint under {workdir}/checkpoints (train first)")
   stage = int(ckpt.read_meta(steps[-1]).get("stage", 0))
   runner = get_runner(cfg, stage)
   abstract = runner.abstract()
   got = ckpt.restore_latest(abstract)
   ckpt.close()
   if got is None:
-    raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
+    raise RunError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
   return runner, got[1]
 
 
 def evaluate(cfg, workdir: str, episodes: int = 256, seed_index: int = 0, key: int = 0) -> dict:
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict()))
+  if episodes < 1:
+    raise ConfigError(f"--episodes: {episodes} is out of range; allowed: an integer >= 1")
+  if not 0 <= seed_index < cfg.train.num_seeds:
+    raise ConfigError(f"--seed_index: {seed_index} is out of range; allowed: 0..{cfg.train.num_seeds - 1} "
+                      f"(the run has train.num_seeds = {cfg.train.num_seeds})")
   runner, ts = load_agent(cfg, workdir)
   params = jax.tree.map(lambda x: x[seed_index], ts.params)
   stats = jax.tree.map(lambda x: x[seed_index], ts.obs_stats)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from confspec import ConfigError
+from confspec import ConfigError, RunError
 
 
 def load_params_for_inference(workdir: str):
@@ -21,7 +21,7 @@ def load_params_for_inference(workdir: str):
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"--workdir: {workdir} has no config.json (not a pangu_jax.train workdir)")
+    raise RunError(f"--workdir: {workdir} has no config.json (not a pangu_jax.train workdir)")
   with open(path) as f:
     cfg = validate_config(with_defaults(json.load(f)))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints, async_save=False,
@@ -29,7 +29,7 @@ def load_params_for_inference(workdir: str):
   got = ckpt.restore_latest(inference_train_state(cfg))
   ckpt.close()
   if got is None:
-    raise FileNotFoundError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
+    raise RunError(f"--workdir: no intact checkpoint under {workdir}/checkpoints")
   return cfg, got[1]["params"]
 
 

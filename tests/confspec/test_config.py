@@ -278,3 +278,22 @@ def test_nan_fails_every_float_field_with_one_line():
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert proc.returncode == 2 and lines == ["config error: config.train.learning_rate: nan is not a number; "
                                             "allowed: a number > 0 <= 1"], proc.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    (["control_brax.evaluate", "--config=configs/assembly/ppo_l_shape.py", "--episodes=0"],
+     "config error: --episodes: 0 is out of range; allowed: an integer >= 1"),
+    (["control_brax.evaluate", "--config=configs/assembly/ppo_l_shape.py", "--seed_index=5"],
+     "config error: --seed_index: 5 is out of range; allowed: 0..0"),
+    (["control_brax.evaluate", "--config=configs/assembly/ppo_l_shape.py"], "error: --workdir: no checkpoint under"),
+    (["pangu_jax.generate"], "error: --workdir: "),
+    (["npu_backend.export", "--out=OUT"], "error: --workdir: "),
+])
+def test_readers_on_an_empty_workdir_or_bad_counts_are_one_line(tmp_path, args, line):
+  """Readers given nothing to read, or an impossible count, say so in one line (exit 2) and create nothing."""
+  args = [a.replace("OUT", str(tmp_path / "out")) for a in args] + [f"--workdir={tmp_path / 'wd'}"]
+  (tmp_path / "wd").mkdir()
+  proc = _run(*args)
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warp" not in ln.lower()]
+  assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
+  assert os.listdir(tmp_path / "wd") == []
