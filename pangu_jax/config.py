@@ -27,6 +27,10 @@ MODEL_SCHEMA = {
     "num_routed_experts": Field(int, 8, lo=1),
     "num_shared_experts": Field(int, 1, lo=0),
     "top_k": Field(int, 2, lo=1),
+    "expert_groups": Field(int, 1, lo=1, doc="group-limited routing: the routed experts form this many equal groups "
+                           "(DeepSeek-V3 n_group; 1 = no grouping)"),
+    "topk_groups": Field(int, 1, lo=1, doc="group-limited routing: experts are chosen only from the best this many "
+                         "groups, a group scored by the sum of its two best biased scores (DeepSeek-V3 topk_group)"),
     "expert_ffn_dim": Field(int, 128, lo=1),
     "dense_ffn_dim": Field(int, 384, lo=1),
     "vocab_size": Field(int, 256, lo=2),
@@ -48,6 +52,15 @@ MODEL_SCHEMA = {
     "dssn_c_mlp": Field(float, 0.432, lo=0, lo_open=True),
     "norm_eps": Field(float, 1e-5, lo=0, lo_open=True, hi=0.1),
     "rope_theta": Field(float, 10000.0, lo=1),
+    "rope_scaling": Field(str, "none", choices=("none", "yarn"), doc="RoPE context extension (yarn: YaRN as "
+                          "DeepSeek-V3's rope_scaling declares it, with the softmax-scale correction)"),
+    "rope_factor": Field(float, 1.0, lo=1, doc="YaRN: context extension factor s"),
+    "rope_original_max_len": Field(int, 4096, lo=1, doc="YaRN: the pre-training context length"),
+    "rope_beta_fast": Field(float, 32.0, lo=0, lo_open=True, doc="YaRN: rotations where extrapolation ends"),
+    "rope_beta_slow": Field(float, 1.0, lo=0, lo_open=True, doc="YaRN: rotations where interpolation begins"),
+    "rope_mscale": Field(float, 1.0, lo=0, doc="YaRN: mscale (cos/sin scaled by m(s, mscale) / m(s, mscale_all_dim))"),
+    "rope_mscale_all_dim": Field(float, 0.0, lo=0, doc="YaRN: mscale_all_dim (softmax scale times m(s, .)^2; "
+                                 "0 = cos/sin scaled by m(s, 1) instead)"),
     "max_seq_len": Field(int, 4096, lo=1),
     "dtype": Field(str, "float32", choices=("float32", "bfloat16"), doc="compute dtype"),
     "param_dtype": Field(str, "float32", choices=("float32", "bfloat16"), doc="master weight dtype"),
@@ -120,6 +133,19 @@ def _cross_checks(cfg) -> None:
   if m.top_k > m.num_routed_experts:
     raise ConfigError(
         f"config.model.top_k: {m.top_k} is out of range; allowed: 1..num_routed_experts ({m.num_routed_experts})")
+  if m.num_routed_experts % m.expert_groups:
+    raise ConfigError(f"config.model.expert_groups: {m.expert_groups} must divide model.num_routed_experts "
+                      f"({m.num_routed_experts})")
+  if m.topk_groups > m.expert_groups:
+    raise ConfigError(f"config.model.topk_groups: {m.topk_groups} is out of range; allowed: "
+                      f"1..model.expert_groups ({m.expert_groups})")
+  per_group = m.num_routed_experts // m.expert_groups
+  if m.expert_groups > 1 and per_group < 2:
+    raise ConfigError(f"config.model.expert_groups: {m.expert_groups} leaves {per_group} expert per group; "
+                      "allowed: at least 2 per group (a group is scored by its two best experts)")
+  if m.top_k > m.topk_groups * per_group:
+    raise ConfigError(f"config.model.top_k: {m.top_k} is out of range; allowed: 1..topk_groups x experts per group "
+                      f"({m.topk_groups * per_group})")
   if m.qk_rope_head_dim % 2:
     raise ConfigError(f"config.model.qk_rope_head_dim: {m.qk_rope_head_dim} must be even; allowed: even integer >= 2")
   t = cfg.train

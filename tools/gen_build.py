@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ["confspec", "runkit", "pangu_jax", "npu_backend", "control_brax", "experiments"]
 # Binary modules: package -> module paths relative to the root.
 BINARY_NAMES = {
-    "pangu_jax": ["info", "train", "generate", "simulate"],
+    "pangu_jax": ["info", "train", "generate", "simulate", "convert"],
     "npu_backend": ["export", "parity"],
     "control_brax": ["train", "evaluate", "scripted", "render"],
     "experiments": ["demo", "behaviour", "sim_report", "assembly_methods", "cs3", "transfer", "etcl_acceptance"],

@@ -30,21 +30,35 @@ def export_model(cfg_model, params, batch: int, seq_len: int) -> Graph:
   return export_function(model_forward(cfg_model), params, tokens)
 
 
-def write_export(out_dir: str, graph: Graph, params, meta: dict) -> None:
-  """graph.json + weights.safetensors (JAX layout, what the graph reads) + state_dict.safetensors (torch layout)."""
+def write_export(out_dir: str, graph: Graph, params, meta: dict, cfg_model=None) -> None:
+  """graph.json + weights.safetensors (JAX layout, what the graph reads) + state_dict.safetensors (torch layout,
+  Hugging Face names, our 'half' RoPE layout)."""
   rt.save(out_dir, graph.to_json(), graph.tensors)
-  save_safetensors(to_torch_layout(jax.device_get(params)), os.path.join(out_dir, "state_dict.safetensors"))
+  save_safetensors(to_torch_layout(jax.device_get(params), cfg_model), os.path.join(out_dir, "state_dict.safetensors"))
   with open(os.path.join(out_dir, "export.json"), "w") as f:
     json.dump(meta, f, indent=2)
 
 
-def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int) -> dict:
+def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int, *, hf: bool = True,
+                  hf_rope_interleave: bool = True, hf_shard_bytes: int | None = None,
+                  tokenizer_dir: str | None = None, log=None) -> dict:
+  """The graph export, and (`hf`) a Hugging Face directory `out_dir/hf` (`pangu_jax.hf_checkpoint.write_hf_dir`:
+  deepseek_v3 or, with the sandwich norm, pangu_ultra_moe; the config is checked before anything is traced)."""
+  from pangu_jax import hf_checkpoint  # noqa: PLC0415
+
+  if hf:
+    hf_checkpoint.hf_config(cfg.model, rope_interleave=hf_rope_interleave)  # a field it cannot express: one line
   t0 = time.perf_counter()
   graph = export_model(cfg.model, params, batch, seq_len)
   seconds = time.perf_counter() - t0
   meta = {"config": json.loads(cfg.to_json()), "inputs": graph.inputs, "nodes": len(graph.nodes),
           "export_s": seconds, "outputs": ["logits", "mtp_logits"][: len(graph.outputs)]}
-  write_export(out_dir, graph, params, meta)
+  if hf:
+    host = jax.device_get(params)
+    meta["hf"] = hf_checkpoint.write_hf_dir(
+        host, cfg.model, os.path.join(out_dir, "hf"), rope_interleave=hf_rope_interleave,
+        max_shard_bytes=hf_shard_bytes or hf_checkpoint.DEFAULT_SHARD_BYTES, tokenizer_dir=tokenizer_dir, log=log)
+  write_export(out_dir, graph, params, meta, cfg.model)
   return meta
 
 

@@ -88,7 +88,11 @@ ADAPTERS = {f.__name__: f for f in (rms_norm, rotary, swiglu, moe_gating_top_k, 
 
 def _expressible(name: str, statics: dict) -> bool:
   # The op renormalises sigmoid top-k weights (our reading); without renormalisation keep the decomposition.
-  return not (name == "moe_gating_top_k" and statics["score"] == "sigmoid" and not statics["renorm"])
+  # Group-limited routing (statics `groups`) keeps the decomposition too: its k_group / group_count semantics
+  # are not pinned down by a reference we can test against.
+  if name != "moe_gating_top_k":
+    return True
+  return not ((statics["score"] == "sigmoid" and not statics["renorm"]) or "groups" in statics)
 
 
 class Lowering:

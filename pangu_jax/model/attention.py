@@ -13,8 +13,11 @@ layer instead of 128 x (192 + 128) = 40960.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pangu_jax.model.init import logical, normal, weight_std
 from pangu_jax.model.norms import rms_norm
@@ -45,12 +48,59 @@ def init_mla(key: jax.Array, cfg, dtype) -> dict:
   return p
 
 
-def rope_tables(positions: jax.Array, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """cos and sin tables (..., dim) for the 'half' rotary layout (npu_rotary_mul mode 'half')."""
-  inv = theta ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+  return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_frequencies(cfg) -> tuple[np.ndarray, float]:
+  """The rotary inverse frequencies (qk_rope_head_dim / 2,) float32 and the factor cos and sin are scaled by.
+
+  `rope_scaling="none"`: theta^(-2i/dim), factor 1. `"yarn"` (our definition, the semantics of DeepSeek-V3's
+  `rope_scaling` block): with s = rope_factor, dims whose wavelength completes more than `rope_beta_fast`
+  rotations over `rope_original_max_len` positions keep their frequency, dims with fewer than `rope_beta_slow`
+  are divided by s, and a linear ramp between the two (bounds floored / ceiled to whole dims, clipped to
+  [0, dim - 1]) blends them; cos and sin are scaled by m(s, mscale) / m(s, mscale_all_dim) when both are
+  non-zero, else by m(s, 1), with m(s, a) = 0.1 a ln s + 1 (1 for s <= 1). The softmax-scale half of the
+  correction is in `softmax_scale`."""
+  dim, base = cfg.qk_rope_head_dim, float(cfg.rope_theta)
+  pos_freqs = (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))).astype(np.float32)
+  extrapolation = (1.0 / pos_freqs).astype(np.float32)
+  if cfg.rope_scaling == "none":
+    return extrapolation, 1.0
+  s = float(cfg.rope_factor)
+  interpolation = (1.0 / (s * pos_freqs)).astype(np.float32)
+
+  def correction_dim(rotations):
+    return dim * math.log(cfg.rope_original_max_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+  low = max(math.floor(correction_dim(cfg.rope_beta_fast)), 0)
+  high = min(math.ceil(correction_dim(cfg.rope_beta_slow)), dim - 1)
+  if low == high:
+    high += 0.001
+  ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+  keep = (1 - ramp).astype(np.float32)
+  inv = (interpolation * (1 - keep) + extrapolation * keep).astype(np.float32)
+  if cfg.rope_mscale and cfg.rope_mscale_all_dim:
+    factor = _yarn_mscale(s, cfg.rope_mscale) / _yarn_mscale(s, cfg.rope_mscale_all_dim)
+  else:
+    factor = _yarn_mscale(s)
+  return inv, float(factor)
+
+
+def rope_tables(positions: jax.Array, cfg) -> tuple[jax.Array, jax.Array]:
+  """cos and sin tables (..., qk_rope_head_dim) for the 'half' rotary layout (npu_rotary_mul mode 'half'),
+  with `cfg`'s RoPE scaling (`rope_frequencies`)."""
+  dim = cfg.qk_rope_head_dim
+  if cfg.rope_scaling == "none":
+    inv = cfg.rope_theta ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+    factor = 1.0
+  else:
+    inv, factor = rope_frequencies(cfg)
   ang = positions.astype(jnp.float32)[..., None] * inv
   ang = jnp.concatenate([ang, ang], axis=-1)
-  return jnp.cos(ang), jnp.sin(ang)
+  if factor == 1.0:
+    return jnp.cos(ang), jnp.sin(ang)
+  return jnp.cos(ang) * factor, jnp.sin(ang) * factor
 
 
 def _rotary(x, cos, sin):
@@ -101,8 +151,13 @@ def _softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   return jax.nn.softmax(scores, axis=-1)
 
 
-def _scale(cfg) -> float:
-  return (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) ** -0.5
+def softmax_scale(cfg) -> float:
+  """1 / sqrt(qk head dim), times m(s, mscale_all_dim)^2 under YaRN with a non-zero `rope_mscale_all_dim`
+  (DeepSeek-V3's correction; see `rope_frequencies`)."""
+  scale = (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) ** -0.5
+  if cfg.rope_scaling == "yarn" and cfg.rope_mscale_all_dim:
+    scale *= _yarn_mscale(cfg.rope_factor, cfg.rope_mscale_all_dim) ** 2
+  return scale
 
 
 def mla(p: dict, x: jax.Array, positions: jax.Array, cfg) -> jax.Array:
@@ -110,7 +165,7 @@ def mla(p: dict, x: jax.Array, positions: jax.Array, cfg) -> jax.Array:
   with jax.named_scope("attention"):
     b, s, _ = x.shape
     dt = x.dtype
-    cos, sin = rope_tables(positions, cfg.qk_rope_head_dim, cfg.rope_theta)
+    cos, sin = rope_tables(positions, cfg)
     q_nope, q_rope = _queries(p, x, cfg, cos, sin)
     c, k_rope = _latents(p, x, cfg, cos, sin)
     kv = (c @ p["kv_b"].astype(dt)).reshape(b, s, cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim)
@@ -119,7 +174,7 @@ def mla(p: dict, x: jax.Array, positions: jax.Array, cfg) -> jax.Array:
     q = jnp.concatenate([q_nope, q_rope], axis=-1)
     k_rope_h = jnp.broadcast_to(k_rope[:, :, None, :], (b, s, cfg.num_heads, cfg.qk_rope_head_dim))
     k = jnp.concatenate([k_nope, k_rope_h], axis=-1)
-    out = region("attention_core", _attention_core, scale=_scale(cfg))(q, k, v, positions, positions)
+    out = region("attention_core", _attention_core, scale=softmax_scale(cfg))(q, k, v, positions, positions)
     return out.reshape(b, s, cfg.num_heads * cfg.v_head_dim) @ p["o"].astype(dt)
 
 
@@ -143,7 +198,7 @@ def mla_cached(p: dict, x: jax.Array, cache: dict, start: jax.Array, cfg) -> tup
     b, s, _ = x.shape
     dt = x.dtype
     positions = jnp.broadcast_to(start + jnp.arange(s), (b, s))
-    cos, sin = rope_tables(positions, cfg.qk_rope_head_dim, cfg.rope_theta)
+    cos, sin = rope_tables(positions, cfg)
     q_nope, q_rope = _queries(p, x, cfg, cos, sin)
     c_new, kr_new = _latents(p, x, cfg, cos, sin)
     cache = {
@@ -158,7 +213,7 @@ def mla_cached(p: dict, x: jax.Array, cache: dict, start: jax.Array, cfg) -> tup
     scores = jnp.einsum("bshr,btr->bhst", q_lat, c_all) + jnp.einsum("bshd,btd->bhst", q_rope, kr_all)
     key_pos = jnp.arange(c_all.shape[1])
     mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
-    probs = _softmax(scores * _scale(cfg), mask).astype(dt)
+    probs = _softmax(scores * softmax_scale(cfg), mask).astype(dt)
     out_lat = jnp.einsum("bhst,btr->bshr", probs, c_all)
     out = jnp.einsum("bshr,rhd->bshd", out_lat, w_uv).reshape(b, s, cfg.num_heads * cfg.v_head_dim)
     return out @ p["o"].astype(dt), cache

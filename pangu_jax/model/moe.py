@@ -2,7 +2,8 @@
 
 Router (DeepSeek-V3 / Pangu Ultra MoE form): logits = x W_r (fp32); scores =
 sigmoid(logits) or softmax(logits); the top-k experts are selected on
-scores + bias (bias optional, used only for selection, never for the weights and
+scores + bias, within the best `topk_groups` of `expert_groups` groups when
+grouped (bias optional, used only for selection, never for the weights and
 never trained by gradient: the aux-loss-free update adjusts it); the k weights
 are the selected scores, optionally renormalised to sum to 1, times
 routed_scaling_factor.
@@ -87,9 +88,24 @@ def init_moe(key: jax.Array, cfg, dtype) -> dict:
   return p
 
 
-def _gating_top_k(logits, bias, *, k, score, renorm, scale):
+def _group_limit(choice, groups, topk_groups):
+  """Group-limited selection (DeepSeek-V3 `n_group` / `topk_group`): the experts form `groups` equal groups, a
+  group scores the sum of its two best selection scores, and every expert outside the best `topk_groups` groups
+  is excluded (-inf)."""
+  e = choice.shape[-1]
+  grouped = choice.reshape(*choice.shape[:-1], groups, e // groups)
+  group_score = jnp.sum(jax.lax.top_k(grouped, 2)[0], axis=-1)
+  _, best = jax.lax.top_k(group_score, topk_groups)
+  keep = jnp.any(jax.nn.one_hot(best, groups, dtype=jnp.bool_), axis=-2)
+  return jnp.where(jnp.repeat(keep, e // groups, axis=-1), choice, -jnp.inf)
+
+
+def _gating_top_k(logits, bias, *, k, score, renorm, scale, groups=1, topk_groups=1):
   scores = jax.nn.sigmoid(logits) if score == "sigmoid" else jax.nn.softmax(logits, axis=-1)
-  _, idx = jax.lax.top_k(scores + jax.lax.stop_gradient(bias), k)
+  choice = scores + jax.lax.stop_gradient(bias)
+  if groups > 1 and topk_groups < groups:
+    choice = _group_limit(choice, groups, topk_groups)
+  _, idx = jax.lax.top_k(choice, k)
   w = jnp.take_along_axis(scores, idx, axis=-1)
   if renorm:
     w = w / (jnp.sum(w, axis=-1, keepdims=True) + 1e-20)
@@ -100,12 +116,14 @@ def route(p: dict, x: jax.Array, cfg) -> tuple[jax.Array, jax.Array, jax.Array, 
   """x (T, d) -> logits, scores (T, E) fp32, expert indices (T, k) int32, weights (T, k) fp32.
 
   The gating after the router matmul is a region (`npu_moe_gating_top_k`); without a configured bias the
-  bias input is zeros."""
+  bias input is zeros. Group-limited routing (`expert_groups` > 1) adds the statics `groups`, `topk_groups`."""
   logits = x.astype(jnp.float32) @ p["router"].astype(jnp.float32)
   bias = p["router_bias"] if cfg.router_bias else jnp.zeros((cfg.num_routed_experts,), jnp.float32)
-  gate = region("moe_gating_top_k", _gating_top_k, k=cfg.top_k, score=cfg.router_score,
-                renorm=bool(cfg.norm_topk_prob), scale=float(cfg.routed_scaling_factor))
-  scores, idx, w = gate(logits, bias)
+  statics = dict(k=cfg.top_k, score=cfg.router_score, renorm=bool(cfg.norm_topk_prob),
+                 scale=float(cfg.routed_scaling_factor))
+  if cfg.expert_groups > 1 and cfg.topk_groups < cfg.expert_groups:
+    statics.update(groups=int(cfg.expert_groups), topk_groups=int(cfg.topk_groups))
+  scores, idx, w = region("moe_gating_top_k", _gating_top_k, **statics)(logits, bias)
   return logits, scores, idx, w
 
 

@@ -12,7 +12,12 @@ from pangu_jax.train.optim import make_optimizer, schedule
 
 
 def init_train_state(cfg) -> dict:
-  params = transformer.init_params(jax.random.key(cfg.train.seed), cfg.model)
+  return train_state_from_params(cfg, transformer.init_params(jax.random.key(cfg.train.seed), cfg.model))
+
+
+def train_state_from_params(cfg, params) -> dict:
+  """A step-0 train state around given parameters (fresh optimiser state): what an imported checkpoint starts
+  fine-tuning from."""
   extra = {}
   if cfg.parallel.placement_every > 0 and transformer.num_moe_layers(cfg.model) > 0:
     extra["load_ema"] = jnp.zeros((transformer.num_moe_layers(cfg.model), cfg.model.num_routed_experts), jnp.float32)
