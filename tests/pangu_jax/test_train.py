@@ -183,8 +183,23 @@ def test_consecutive_nans_stop_the_run_with_last_good_checkpoint(tmp_path):
   summary = train(micro_config(steps=12, max_consecutive_skips=3), str(tmp_path), inject_nan_at={7, 8, 9, 10},
                   progress=False)
   assert summary["status"].startswith("stopped: 3 consecutive non-finite")
+  assert "last good checkpoint: step 6" in summary["status"]
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3)
   assert ckpt.steps()[-1] == 6  # checkpoints every 3 steps; nothing written after the NaNs began
+  ckpt.close()
+
+
+def test_non_finite_parameters_are_never_saved(tmp_path):
+  """b2 = 1 (inside the schema) makes Adam's bias correction divide by zero: the first update turns every parameter
+  into NaN while its loss and gradient norm are finite. No checkpoint may hold such a state, and the stop line says
+  "kept" only when a checkpoint exists (issue 25 item 4)."""
+  lines = []
+  summary = train(micro_config(steps=6, b2=1.0, checkpoint_every=1, max_consecutive_skips=3), str(tmp_path),
+                  progress=False, log=lines.append)
+  assert summary["status"].startswith("stopped:") and "not finite" in summary["status"], summary
+  assert "kept" not in summary["status"] and "no checkpoint" in summary["status"]
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3, read_only=True)
+  assert ckpt.steps() == []
   ckpt.close()
 
 
