@@ -55,6 +55,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -337,13 +338,22 @@ def exit_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _override_error(argv: Sequence[str], err: Exception) -> str:
   """One line for a failed `--config.a.b=v` override (ml_collections raises a bare KeyError/AttributeError)."""
-  key = str(err).strip("\"'")
+  # A KeyError's str() is the repr of its message ("'hidden_sizee'\nDid you mean ..." with literal \n and quotes):
+  # read the message itself, its first line the key, a second line ml_collections' suggestion.
+  while err.args and isinstance(err.args[0], BaseException):  # ml_collections: AttributeError(KeyError(message))
+    err = err.args[0]
+  text = str(err.args[0]) if err.args else str(err)
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  quoted = re.match(r"""^(?:Key )?["']([^"']+)["']""", lines[0]) if lines else None
+  key = quoted.group(1) if quoted else (lines[0].strip("\"'") if lines else "")
+  hint = next((ln for ln in lines[1:] if ln.startswith("Did you mean")), "")
+  hint = "; " + hint[0].lower() + hint[1:].replace(f' instead of "{key}"', "") if hint else ""
   for arg in argv:
     if arg.startswith("--config.") and "=" in arg:
       path = arg[2:].split("=", 1)[0]
       if key and key in path.split("."):
-        return f"{path}: unknown field (from {arg})"
-  return f"config override failed: {err}"
+        return f"{path}: unknown field (from {arg}){hint}"
+  return f"config override failed: {' '.join(lines)}"
 
 
 def _literal_or_text(text: str) -> Any:
