@@ -33,6 +33,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
+from control_brax.config import load_peg
 from control_brax.envs import PegInHoleEnv
 from control_brax.pead import extend_ddpg, extend_ppo, group_index
 from control_brax.plots import learning_curve
@@ -119,6 +120,7 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   start from a teacher's or a distilled student's parameters (experiments.transfer).
   """
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
+  load_peg(cfg.env.peg)  # the peg file too is checked before the workdir is created or locked
   with WorkdirLock(workdir, "control_brax.train"):  # one run per workdir (runkit.lock)
     stop = _StopFlag()  # from here on a SIGTERM/SIGINT is recorded; the loop saves and stops at its next check
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers only exist there
