@@ -46,7 +46,7 @@ from control_brax.rl import networks as nets
 from control_brax.rl import rollout
 from control_brax.rl.config import base_rl_config, validate_rl
 from control_brax.rl.normalize import normalize
-from runkit.atomic import atomic_write
+from runkit.atomic import atomic_write, make_dir
 from runkit.metrics import read_metrics
 from runkit.stats import median_ci
 
@@ -268,7 +268,7 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   teacher_cfg = run_config(c, source, env_a, tc.seeds, tc.teacher_steps, seed=1000)
   method_cfgs = {m: run_config(c, target, env_etcl if m.startswith("etcl") else env_a, tc.seeds, tc.budget_steps,
                                seed=0) for m in METHODS if m in methods}
-  os.makedirs(out, exist_ok=True)
+  make_dir(out, "--out")
   t_start = time.time()
 
   teacher_dir = os.path.join(out, "teacher")

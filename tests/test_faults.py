@@ -68,7 +68,9 @@ def files(tmp_path_factory):
   (d / "empty.txt").write_bytes(b"")
   (d / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 60_000, np.uint8).tobytes())
   (d / "small.txt").write_text("hello world. " * 100)
+  (d / "a_file").write_text("not a directory\n")
   (d / "meter_peg.py").write_text(PEG.format("c.rects = ((0.0, 0.0, 0.5, 0.5),)"))
+  (d / "nan_peg.py").write_text(PEG.format("c.mass = float('nan')"))
   (d / "loose_peg.py").write_text(PEG.format("c.rects = ((0.0, 0.0, 0.0025, 0.0025),)\n  c.clearance = 0.005"))
   return {"missing": str(d / "missing.py"), **{p.stem: str(p) for p in d.iterdir()}, "dir": str(d)}
 
@@ -143,8 +145,20 @@ ROWS = [
      "--out={t}/out", 2, "--budget_steps: -5 is out of range"),
     ("transfer-unknown-method", "experiments.transfer --source=square --target=l_shape --methods=foo --out={t}/out",
      2, "--methods: 'foo' is not a method"),
+    ("train-workdir-is-a-file", "pangu_jax.train --config=configs/pangu/tiny.py --workdir={f[a_file]}", 2,
+     "--workdir: {f[a_file]} exists and is not a directory"),
+    ("rl-train-workdir-under-a-file", "control_brax.train --config=configs/assembly/ppo_square.py "
+     "--workdir={f[a_file]}/run", 2, "(Not a directory)"),
+    ("export-out-is-a-file", "npu_backend.export --workdir={w} --out={f[a_file]}", 2,
+     "--out: {f[a_file]} exists and is not a directory"),
+    ("transfer-out-is-a-file", "experiments.transfer --source=square --target=l_shape --out={f[a_file]}", 2,
+     "--out: {f[a_file]} exists and is not a directory"),
     ("rl-train-meter-peg", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
      "--config.env.peg={f[meter_peg]}", 2, "an implausible peg"),
+    ("rl-train-nan-mass-peg", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
+     "--config.env.peg={f[nan_peg]}", 2, "peg.mass: nan is not a number"),
+    ("rl-train-peg-without-get-config", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
+     "--config.env.peg={f[noget]}", 2, "has no get_config() function"),
     ("rl-train-loose-peg", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
      "--config.env.peg={f[loose_peg]}", 2, "is not a fit"),
 ]
@@ -160,7 +174,7 @@ def test_a_mistake_is_one_line(args, code, needle, files, pangu, tmp_path):
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert proc.returncode == code, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
-  assert needle in lines[0], lines[0]
+  assert needle.format(f=files) in lines[0], lines[0]
   assert "\\n" not in lines[0]
   assert not [ln for ln in proc.stdout.splitlines() if ln.startswith("Failed to import")], proc.stdout
   assert _snapshot(workdir) == before  # nothing written, moved or deleted in the run it was pointed at
