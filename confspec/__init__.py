@@ -53,6 +53,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import importlib.util
+import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -60,7 +63,7 @@ from typing import Any
 import ml_collections
 
 __all__ = ["ConfigError", "RunError", "Field", "REQUIRED", "defaults", "validate", "exit_on_error", "flag_errors",
-           "run", "to_dict", "parse_list_flag", "install_flag_parsers"]
+           "run", "to_dict", "parse_list_flag", "install_flag_parsers", "load_config_file"]
 
 
 class ConfigError(ValueError):
@@ -335,13 +338,22 @@ def exit_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _override_error(argv: Sequence[str], err: Exception) -> str:
   """One line for a failed `--config.a.b=v` override (ml_collections raises a bare KeyError/AttributeError)."""
-  key = str(err).strip("\"'")
+  # A KeyError's str() is the repr of its message ("'hidden_sizee'\nDid you mean ..." with literal \n and quotes):
+  # read the message itself, its first line the key, a second line ml_collections' suggestion.
+  while err.args and isinstance(err.args[0], BaseException):  # ml_collections: AttributeError(KeyError(message))
+    err = err.args[0]
+  text = str(err.args[0]) if err.args else str(err)
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  quoted = re.match(r"""^(?:Key )?["']([^"']+)["']""", lines[0]) if lines else None
+  key = quoted.group(1) if quoted else (lines[0].strip("\"'") if lines else "")
+  hint = next((ln for ln in lines[1:] if ln.startswith("Did you mean")), "")
+  hint = "; " + hint[0].lower() + hint[1:].replace(f' instead of "{key}"', "") if hint else ""
   for arg in argv:
     if arg.startswith("--config.") and "=" in arg:
       path = arg[2:].split("=", 1)[0]
       if key and key in path.split("."):
-        return f"{path}: unknown field (from {arg})"
-  return f"config override failed: {err}"
+        return f"{path}: unknown field (from {arg}){hint}"
+  return f"config override failed: {' '.join(lines)}"
 
 
 def _literal_or_text(text: str) -> Any:
@@ -374,7 +386,10 @@ def parse_list_flag(argument: Any) -> tuple:
 
 
 def install_flag_parsers() -> None:
-  """Makes `config_flags` parse every list (tuple-valued) field's override with `parse_list_flag`."""
+  """Makes `config_flags` parse every list (tuple-valued) field's override with `parse_list_flag`, and load every
+  `DEFINE_config_file` file through `load_config_file` (a missing file, a syntax error in it, no `get_config`:
+  one line, exit 2; config_flags itself defers a missing file to a traceback at first use and lets a syntax error
+  escape as one)."""
   from ml_collections.config_flags import config_flags, tuple_parser  # noqa: PLC0415
 
   class ListParser(tuple_parser.TupleParser):  # a TupleParser: config_flags then treats the flag as a list flag
@@ -382,6 +397,59 @@ def install_flag_parsers() -> None:
       return parse_list_flag(argument)
 
   config_flags.register_flag_parser_for_type(tuple, ListParser())
+  parser = config_flags.ConfigFileFlagParser
+  if not getattr(parser.parse, "confspec", False):
+
+    def parse(self, path):
+      config = load_config_file(path, what=f"--{self.name}")
+      if config is None:
+        raise ConfigError(f"--{self.name}: get_config() in {path} returned None (a missing return statement?)")
+      if self._lock_config:
+        config_flags._LockConfig(config)  # noqa: SLF001 (what the parser it replaces does)
+      return config
+
+    parse.confspec = True
+    parser.parse = parse
+
+
+def load_config_file(path: str, what: str = "--config"):
+  """The result of `get_config()` in the Python file at `path`. `what` names the flag or field in errors.
+
+  As with absl's `--config=FILE:ARG`, a `:ARG` suffix is passed to `get_config(ARG)`."""
+  arg = None
+  if not os.path.isfile(path) and ":" in path and os.path.isfile(path.rsplit(":", 1)[0]):
+    path, arg = path.rsplit(":", 1)
+  if not os.path.isfile(path):
+    raise ConfigError(f"{what}: config file not found: {path}")
+  name = "_config_" + os.path.splitext(os.path.basename(path))[0] + f"_{abs(hash(os.path.abspath(path)))}"
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"{what}: {path} is not a Python config file")
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+      raise ConfigError(f"{what}: {path} has no get_config() function")
+    return get_config() if arg is None else get_config(arg)
+  except ConfigError:
+    raise
+  except SyntaxError as e:
+    raise ConfigError(f"{what}: {path} line {e.lineno}: syntax error: {e.msg}") from None
+  except Exception as e:  # noqa: BLE001 (anything the file raises while loading is the file's problem)
+    raise ConfigError(f"{what}: {path}{_line_in(e, path)}: {type(e).__name__}: {e}") from None
+  finally:
+    sys.modules.pop(name, None)
+
+
+def _line_in(err: BaseException, path: str) -> str:
+  """' line N' of the innermost traceback frame inside `path`, or ''."""
+  tb, line = err.__traceback__, None
+  while tb is not None:
+    if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  return f" line {line}" if line else ""
 
 
 def _one_line(argv: Sequence[str], err: Exception) -> str:
@@ -389,6 +457,8 @@ def _one_line(argv: Sequence[str], err: Exception) -> str:
   from absl import flags  # noqa: PLC0415
 
   if isinstance(err, flags.Error):
+    if isinstance(err.__context__, ConfigError):  # raised by a flag's parser (a config file): absl wrapped it
+      return f"config error: {err.__context__}"
     return f"flag error: {err}"
   if isinstance(err, ConfigError):
     return f"config error: {err}"

@@ -14,6 +14,9 @@ The task semantics are `control_brax.task`'s, shared with the C-engine adapter
 
 from __future__ import annotations
 
+import control_brax.mujoco_setup  # noqa: F401 (first: MuJoCo without its warp notices or log file)
+
+# isort: split
 import functools
 
 import jax

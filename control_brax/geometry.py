@@ -63,16 +63,37 @@ def base_peg() -> ml_collections.ConfigDict:
   return defaults(PEG_SCHEMA)
 
 
+# Plausible geometry (the scene, the arm's workspace and the controller's gains are sized for pegs of a few
+# centimetres): the section within a square of this half-width around the peg's axis, and the clearance per side
+# (nominal plus the largest sampled extra) at most this fraction of the section's smallest half-size.
+MAX_SECTION_HALF_M = 0.05
+MAX_CLEARANCE_RATIO = 0.25
+
+
 def _check_rects(c) -> None:
   if c.kind == "round":
     if c.radius <= 0:
       raise ConfigError("peg.radius: must be > 0 for a round peg")
-    return
-  for i, r in enumerate(c.rects):  # the schema checked the shape: a list of (cx, cy, hx, hy)
-    if r[2] <= 0 or r[3] <= 0:
-      raise ConfigError(f"peg.rects[{i}]: {r!r} must be (cx, cy, hx, hy) with hx, hy > 0 (m)")
-    if min(r[2], r[3]) <= c.eval.extra_clearance_m:
-      raise ConfigError(f"peg.rects[{i}]: half-sizes must exceed peg.eval.extra_clearance_m")
+    if c.radius > MAX_SECTION_HALF_M:
+      raise ConfigError(f"peg.radius: {c.radius:g} m is implausible; allowed: at most {MAX_SECTION_HALF_M:g} m")
+    if c.length <= 2 * c.radius:
+      raise ConfigError(f"peg.length: {c.length:g} m must exceed the diameter of the round peg ({2 * c.radius:g} m)")
+    smallest = c.radius
+  else:
+    for i, r in enumerate(c.rects):  # the schema checked the shape: a list of (cx, cy, hx, hy)
+      if r[2] <= 0 or r[3] <= 0:
+        raise ConfigError(f"peg.rects[{i}]: {r!r} must be (cx, cy, hx, hy) with hx, hy > 0 (m)")
+      if min(r[2], r[3]) <= c.eval.extra_clearance_m:
+        raise ConfigError(f"peg.rects[{i}]: half-sizes must exceed peg.eval.extra_clearance_m")
+      if max(abs(r[0]) + r[2], abs(r[1]) + r[3]) > MAX_SECTION_HALF_M:
+        raise ConfigError(f"peg.rects[{i}]: {r!r} reaches {max(abs(r[0]) + r[2], abs(r[1]) + r[3]):g} m from the "
+                          f"peg's axis, an implausible peg; allowed: within {MAX_SECTION_HALF_M:g} m")
+    smallest = min(min(r[2], r[3]) for r in c.rects)
+  widest = c.clearance + c.eval.extra_clearance_m
+  if widest > MAX_CLEARANCE_RATIO * smallest:
+    raise ConfigError(f"peg.clearance: {c.clearance:g} m (+ eval.extra_clearance_m {c.eval.extra_clearance_m:g}) "
+                      f"per side around a section whose smallest half-size is {smallest:g} m is not a fit; allowed: "
+                      f"at most {MAX_CLEARANCE_RATIO:g} x that ({MAX_CLEARANCE_RATIO * smallest:g} m)")
 
 
 def _check_ranges(c) -> None:

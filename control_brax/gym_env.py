@@ -12,6 +12,9 @@ MJX engine is checked against.
 
 from __future__ import annotations
 
+import control_brax.mujoco_setup  # noqa: F401 (first: MuJoCo without its warp notices or log file)
+
+# isort: split
 import gymnasium as gym
 import mujoco
 import numpy as np

@@ -11,13 +11,19 @@ state, env worlds and RNG included, is checkpointed).
 `train.num_seeds` independent seeds run vmapped inside one compiled program;
 `step` counts training iterations and `env_steps` environment steps per seed.
 With `pead.enabled` the run moves through `pead.stages` (control_brax.pead).
+
+SIGTERM or SIGINT: the iteration in progress finishes, a checkpoint of that point is
+saved, and the binary exits with 128 + the signal (143 for SIGTERM, 130 for SIGINT),
+so a scheduler sees the stop; re-running the same command resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -27,6 +33,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
+from control_brax.config import load_peg
 from control_brax.envs import PegInHoleEnv
 from control_brax.pead import extend_ddpg, extend_ppo, group_index
 from control_brax.plots import learning_curve
@@ -95,6 +102,17 @@ def _extend(cfg, ts, old_stage: int, new_stage: int, env):
   return ts.replace(params=params, opt_state=opt)
 
 
+class _StopFlag:
+  """A signal handler that only records the signal: the loop saves and stops at the end of its iteration."""
+
+  def __init__(self):
+    self.signal = None
+
+  def __call__(self, signum, frame):
+    del frame
+    self.signal = signum
+
+
 def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) -> dict:
   """Trains (or resumes) under `workdir`; returns the summary printed as JSON by the binary.
 
@@ -102,11 +120,19 @@ def train(cfg, workdir: str, log=None, progress: bool = True, init_hook=None) ->
   start from a teacher's or a distilled student's parameters (experiments.transfer).
   """
   cfg = validate_rl(ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))
+  load_peg(cfg.env.peg)  # the peg file too is checked before the workdir is created or locked
   with WorkdirLock(workdir, "control_brax.train"):  # one run per workdir (runkit.lock)
-    return _train(cfg, workdir, log, progress, init_hook)
+    stop = _StopFlag()  # from here on a SIGTERM/SIGINT is recorded; the loop saves and stops at its next check
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers only exist there
+    old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    try:
+      return _train(cfg, workdir, log, progress, init_hook, stop)
+    finally:
+      for s, h in old_handlers.items():
+        signal.signal(s, h)
 
 
-def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
+def _train(cfg, workdir: str, log, progress: bool, init_hook, stop) -> dict:
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   os.makedirs(workdir, exist_ok=True)
   tc = cfg.train
@@ -148,10 +174,8 @@ def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
   best_return = float(meta.get("best_return", -np.inf))
   stale = int(meta.get("stale_evals", 0))
   writer = MetricsWriter(workdir, resume_step=it)
-  per_it = runner.algo.steps_per_iteration
   next_eval = (int(meta.get("next_eval", tc.eval_every_steps)))
   next_ckpt = (int(meta.get("next_ckpt", tc.checkpoint_every_steps)))
-  status, last_eval = "budget", None
   bar = None
   if progress:
     try:
@@ -162,7 +186,29 @@ def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
     except ImportError:
       bar = None
 
-  saved_at = [it if got is not None else -1]
+  status, it, ts, stage, wall, last_eval = _loop(
+      cfg, log, stop, ckpt, writer, bar, runner, stages, switch_at, it, ts, stage, wall, best_return, stale,
+      next_eval, next_ckpt, got is not None)
+  if bar is not None:
+    bar.close()
+  ckpt.close()
+  writer.close()
+  plot = learning_curve(workdir)
+  summary = {"status": status, "iterations": it, "env_steps": int(np.asarray(ts.env_steps)[0]), "stage": stage,
+             "wall_s": wall, "learning_curve": plot, "signal": int(stop.signal) if stop.signal else None}
+  if last_eval is not None:
+    summary.update({k: last_eval[k] for k in ("eval_success_rate", "eval_return", "eval_peak_force_n",
+                                               "eval_insertion_time_s", "eval_success_rate_per_seed")})
+  return summary
+
+
+def _loop(cfg, log, stop, ckpt, writer, bar, runner, stages, switch_at, it, ts, stage, wall, best_return, stale,
+          next_eval, next_ckpt, resumed):
+  """The training iterations; returns (status, iteration, train state, stage, wall seconds, last evaluation)."""
+  tc = cfg.train
+  per_it = runner.algo.steps_per_iteration
+  status, last_eval = "budget", None
+  saved_at = [it if resumed else -1]
 
   def save():
     if saved_at[0] == it:
@@ -174,6 +220,11 @@ def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
 
   while True:
     env_steps = int(np.asarray(ts.env_steps)[0])
+    if stop.signal:
+      status = f"stopped by signal {stop.signal}"
+      save()
+      log(f"{status}: checkpoint saved at iteration {it} ({env_steps} env steps per seed)")
+      break
     if env_steps >= tc.total_env_steps:
       break
     if tc.max_wall_s and wall >= tc.max_wall_s:
@@ -234,23 +285,16 @@ def _train(cfg, workdir: str, log, progress: bool, init_hook) -> dict:
     if env_steps >= next_ckpt:
       next_ckpt += tc.checkpoint_every_steps
       save()
-  if bar is not None:
-    bar.close()
   save()
-  ckpt.close()
-  writer.close()
-  plot = learning_curve(workdir)
-  summary = {"status": status, "iterations": it, "env_steps": int(np.asarray(ts.env_steps)[0]), "stage": stage,
-             "wall_s": wall, "learning_curve": plot}
-  if last_eval is not None:
-    summary.update({k: last_eval[k] for k in ("eval_success_rate", "eval_return", "eval_peak_force_n",
-                                               "eval_insertion_time_s", "eval_success_rate_per_seed")})
-  return summary
+  return status, it, ts, stage, wall, last_eval
 
 
 def main(argv):
   del argv
-  print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
+  summary = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
+  print(json.dumps(summary))
+  if summary["signal"]:  # saved and stopped: exit as the signal would have (128 + N), so a scheduler sees it
+    raise SystemExit(128 + summary["signal"])
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ from absl import flags
 from ml_collections import config_flags
 
 import confspec
-from confspec import Field, defaults, validate
+from confspec import ConfigError, Field, defaults, validate
 from control_brax import etcl, wdpd
 from control_brax.config import load_peg
 from control_brax.rl import networks as nets
 from control_brax.rl import rollout
 from control_brax.rl.config import base_rl_config, validate_rl
 from control_brax.rl.normalize import normalize
-from runkit.atomic import atomic_write
+from runkit.atomic import atomic_write, make_dir
 from runkit.metrics import read_metrics
 from runkit.stats import median_ci
 
@@ -254,7 +254,8 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   log = log or (lambda m: print(m, file=sys.stderr, flush=True))
   bad = [m for m in methods if m not in METHODS]
   if bad:
-    raise ValueError(f"--methods: {bad} not in {', '.join(METHODS)}")
+    raise ConfigError(f"--methods: {', '.join(map(repr, bad))} is not a method; allowed: a comma-separated list of "
+                      f"{', '.join(METHODS)}")
   c = c or default_config()
   tc = validate(c.transfer, TRANSFER_SCHEMA, root="config.transfer")
   peg_a, peg_b = load_peg(source), load_peg(target)
@@ -262,10 +263,14 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   env_a = ml_collections.ConfigDict(c.env.to_dict())  # A's compliance: the RL config's gains
   law = tc.etcl_law
   env_etcl = etcl.reconfigure_env(env_a, peg_a, peg_b, law)
-  os.makedirs(out, exist_ok=True)
+  # Every run's config is derived and validated here, before anything is written or trained (a bad value must
+  # not surface after the teacher's training).
+  teacher_cfg = run_config(c, source, env_a, tc.seeds, tc.teacher_steps, seed=1000)
+  method_cfgs = {m: run_config(c, target, env_etcl if m.startswith("etcl") else env_a, tc.seeds, tc.budget_steps,
+                               seed=0) for m in METHODS if m in methods}
+  make_dir(out, "--out")
   t_start = time.time()
 
-  teacher_cfg = run_config(c, source, env_a, tc.seeds, tc.teacher_steps, seed=1000)
   teacher_dir = os.path.join(out, "teacher")
   if train_runs:
     log(f"teacher on {peg_a.name}: {tc.seeds} seed(s), up to {tc.teacher_steps} env steps")
@@ -274,9 +279,7 @@ def run(source: str, target: str, out: str, c=None, log=None, progress: bool = T
   else:
     teacher_summary = _done(teacher_dir) or {}
 
-  for method in [m for m in METHODS if m in methods] if train_runs else ():
-    env = env_etcl if method.startswith("etcl") else env_a
-    cfg = run_config(c, target, env, tc.seeds, tc.budget_steps, seed=0)
+  for method, cfg in method_cfgs.items() if train_runs else ():
     workdir = os.path.join(out, "runs", method)
     log(f"{method} on {peg_b.name}")
     hook = make_hook(method, teacher, workdir, fa, fb, tc, log)
@@ -424,6 +427,9 @@ def main(argv):
     c.transfer.seeds = _SEEDS.value
   if _BUDGET.value is not None:
     c.transfer.budget_steps = _BUDGET.value
+  for holder, name in ((_SEEDS, "seeds"), (_BUDGET, "budget_steps")):  # a bad flag is named as the flag
+    if holder.value is not None:
+      TRANSFER_SCHEMA[name].check(f"--{name}", holder.value)
   out = _OUT.value or os.path.join("results", f"transfer_{_name(_SOURCE.value)}_{_name(_TARGET.value)}")
   res = run(_SOURCE.value, _TARGET.value, out, c, progress=_PROGRESS.value, train_runs=not _REPORT_ONLY.value,
             methods=_METHODS.value.split(","))

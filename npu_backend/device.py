@@ -3,17 +3,19 @@
 torch_npu installed without Huawei's CANN fails in several ways, each of which must fall back, not crash:
   * ImportError / OSError at `import torch_npu` (e.g. `libhccl.so: cannot open shared object file`);
   * RuntimeError from torch's own backend autoload at `import torch` ("Failed to load the backend extension:
-    torch_npu ... TORCH_DEVICE_BACKEND_AUTOLOAD=0"): we set TORCH_DEVICE_BACKEND_AUTOLOAD=0 before torch is
-    first imported through this module, then import torch_npu ourselves under a guard;
+    torch_npu ... TORCH_DEVICE_BACKEND_AUTOLOAD=0"): `runkit.torch_guard.guard_torch_import` sets
+    TORCH_DEVICE_BACKEND_AUTOLOAD=0 before torch is first imported (importing `npu_backend` does it), then we
+    import torch_npu ourselves under a guard;
   * RuntimeError at first device use (driver or firmware missing): we run a tiny op on the device.
 `select_device` returns the device and a one-line reason, so every binary can say what it chose and why.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import NamedTuple
+
+from runkit.torch_guard import guard_torch_import
 
 CHOICES = ("auto", "npu", "cuda", "cpu")
 
@@ -30,8 +32,7 @@ class DeviceChoice(NamedTuple):
 
 def import_torch():
   """`import torch` without letting a broken torch_npu break it (disables backend autoload if torch is new)."""
-  if "torch" not in sys.modules:
-    os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+  guard_torch_import()
   import torch  # noqa: PLC0415
 
   return torch

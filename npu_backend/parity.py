@@ -124,13 +124,17 @@ def run_parity(cfg, params, tokens, *, dtype="float32", device="auto", lowering=
   from npu_backend.fused.lowering import Lowering  # noqa: PLC0415
   from npu_backend.runtime.graph import build_module, to_torch  # noqa: PLC0415
 
+  choice = select_device(device)  # first: a lowering the device cannot run stops before anything is compiled
+  provider = {"auto": "torch_npu" if choice.device == "npu" else None, "none": None}.get(lowering, lowering)
+  if provider == "torch_npu" and choice.device != "npu":
+    raise confspec.RunError(f"--lowering=torch_npu needs a working torch_npu, and the backend is {choice.device} "
+                            f"({choice.reason}); use --lowering=reference (the same fused-op signatures in torch) "
+                            "or --mock_npu")
   m = cfg.model.copy_and_resolve_references()
   m.dtype = dtype
   fn = parity_fn(m)
   ref = [np.asarray(jax.device_get(x)).astype(np.float32) if np.asarray(x).dtype.kind == "V" or
          str(np.asarray(x).dtype) == "bfloat16" else np.asarray(x) for x in jax.jit(fn)(params, tokens)]
-  choice = select_device(device)
-  provider = {"auto": "torch_npu" if choice.device == "npu" else None, "none": None}.get(lowering, lowering)
   low = Lowering(provider) if provider else None
   graph = export_function(fn, params, tokens)
   tensors = {k: to_torch(v) for k, v in graph.tensors.items()}

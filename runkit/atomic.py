@@ -13,6 +13,8 @@ import os
 import uuid
 from collections.abc import Iterator
 
+from confspec import RunError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -45,3 +47,15 @@ def atomic_write(path: str, data: str | bytes) -> str:
 def atomic_write_json(path: str, obj, **dump_kwargs) -> None:
   """`json.dump(obj)` to `path` atomically (keyword arguments go to `json.dumps`)."""
   atomic_write(path, json.dumps(obj, **dump_kwargs))
+
+
+def make_dir(path: str, what: str = "directory") -> str:
+  """`os.makedirs(path, exist_ok=True)`, or one line (`confspec.RunError`, exit 2 in a binary) naming `what` (the
+  flag) when it cannot be: a file in the way, a parent that is a file, no permission, a read-only file system."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except FileExistsError:
+    raise RunError(f"{what}: {path} exists and is not a directory") from None
+  except OSError as e:
+    raise RunError(f"{what}: cannot create {path} ({e.strerror or e})") from None
+  return path

@@ -25,6 +25,7 @@ recompile an MJX rollout that nothing about changed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -50,6 +51,19 @@ def tree_checksum(tree) -> str:
     h.update(str(arr.dtype).encode() + str(arr.shape).encode())
     h.update(np.ascontiguousarray(arr).tobytes())
   return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl logging at ERROR for the block: a reader's stderr is its own lines, not orbax's notices."""
+  from absl import logging  # noqa: PLC0415
+
+  old = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(old)
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -107,9 +121,10 @@ class Checkpointer:
     self.manager = None
     if read_only and not os.path.isdir(self.directory):
       return  # nothing to read, and nothing may be created
-    options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
-               ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    with _quiet_absl() if read_only else contextlib.nullcontext():  # orbax warns that read-only is read-only
+      options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
+                 ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state, meta: dict) -> bool:
     """Starts saving `step`; returns False (and says so) if orbax declined (e.g. the step already exists)."""

@@ -17,6 +17,7 @@ import socket
 import time
 
 from confspec import RunError
+from runkit.atomic import make_dir
 
 
 class WorkdirLock:
@@ -28,8 +29,11 @@ class WorkdirLock:
     self._fd = None
 
   def acquire(self) -> WorkdirLock:
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    make_dir(os.path.dirname(self.path), "--workdir")
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only directory or file system
+      raise RunError(f"--workdir: cannot write {self.path} ({e.strerror or e})") from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

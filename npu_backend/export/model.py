@@ -13,6 +13,7 @@ from npu_backend.export.trace import Graph, export_function
 from npu_backend.runtime import graph as rt
 from npu_backend.weights import save_safetensors, to_torch_layout
 from pangu_jax.model import transformer
+from runkit.atomic import make_dir
 
 
 def model_forward(cfg_model):
@@ -48,6 +49,7 @@ def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int, *, hf: bo
 
   if hf:
     hf_checkpoint.hf_config(cfg.model, rope_interleave=hf_rope_interleave)  # a field it cannot express: one line
+  make_dir(out_dir, "--out")  # a file in the way or no permission: one line, before anything is traced
   t0 = time.perf_counter()
   graph = export_model(cfg.model, params, batch, seq_len)
   seconds = time.perf_counter() - t0

@@ -18,7 +18,7 @@ import torch
 import torch.fx
 
 from npu_backend.runtime.primitives import DTYPES, MULTI_OUTPUT, OPS
-from runkit.atomic import atomic_path, atomic_write_json
+from runkit.atomic import atomic_path, atomic_write_json, make_dir
 
 GRAPH_FILE = "graph.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -172,7 +172,7 @@ def save(directory: str, ir: dict, tensors: dict) -> None:
   """Writes graph.json and weights.safetensors (atomically: temporary files, then rename)."""
   from safetensors.torch import save_file  # noqa: PLC0415
 
-  os.makedirs(directory, exist_ok=True)
+  make_dir(directory, "--out")
   tt = {k: to_torch(v).contiguous() for k, v in tensors.items()}
   with atomic_path(os.path.join(directory, WEIGHTS_FILE)) as tmp_w:
     save_file(tt, tmp_w)

@@ -29,6 +29,7 @@ from pangu_jax.tokenizer import ByteTokenizer
 
 CHUNK = 2048
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
+MAX_UNDECODABLE = 0.01  # a text file with more replacement characters than this is binary or not UTF-8: rejected
 
 
 def embedded_documents() -> list[str]:
@@ -51,9 +52,37 @@ def read_documents(path: str) -> list[str]:
     raise ConfigError(f"config.data.path: no {'/'.join(TEXT_SUFFIXES)} files under {path!r}")
   docs = []
   for f in files:
-    with open(f, encoding="utf-8", errors="replace") as fh:
-      docs.append(fh.read())
+    with open(f, "rb") as fh:
+      raw = fh.read()
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") + text.count("\x00")
+    if raw and bad > MAX_UNDECODABLE * len(text):
+      raise ConfigError(f"config.data.path: {f} is not UTF-8 text ({bad / len(text):.0%} of its characters do not "
+                        "decode); allowed: UTF-8 text files")
+    docs.append(text)
   return docs
+
+
+def _split_sizes(n: int, every: int) -> tuple[int, int]:
+  """(train, validation) tokens of an `n`-token stream split as `Corpus` splits it (chunk k % every == every // 2
+  goes to validation)."""
+  full, rest = divmod(n, CHUNK)
+  val_full = sum(1 for k in range(full) if k % every == every // 2)
+  val = val_full * CHUNK + (rest if full % every == every // 2 else 0)
+  return n - val, val
+
+
+def min_corpus_tokens(seq_len: int, val_fraction: float) -> int:
+  """The fewest tokens a corpus needs for `seq_len` (two training windows and one validation window)."""
+  every = max(2, round(1 / val_fraction))
+  fits = lambda n: (lambda tv: tv[0] >= 2 * (seq_len + 1) and tv[1] >= seq_len + 1)(_split_sizes(n, every))
+  lo, hi = 1, CHUNK * every
+  while not fits(hi):
+    hi *= 2
+  while lo < hi:  # both sizes grow with n
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+  return lo
 
 
 class Corpus:
@@ -68,14 +97,18 @@ class Corpus:
     if data_cfg.max_bytes:
       stream = stream[: data_cfg.max_bytes]
     every = max(2, round(1 / data_cfg.val_fraction))
+    need = min_corpus_tokens(seq_len, data_cfg.val_fraction)
+    if len(stream) < need:
+      capped = f" (data.max_bytes={data_cfg.max_bytes})" if data_cfg.max_bytes else ""
+      raise ConfigError(f"config.data.path: corpus too small: {len(stream)} tokens{capped}, and train.seq_len="
+                        f"{seq_len} with data.val_fraction={data_cfg.val_fraction} needs at least {need}")
     n_chunks = -(-len(stream) // CHUNK)
     is_val = (np.arange(n_chunks) % every) == every // 2
     chunks = [stream[i * CHUNK : (i + 1) * CHUNK] for i in range(n_chunks)]
     self.train = np.concatenate([c for c, v in zip(chunks, is_val) if not v]).astype(np.int32)
     self.val = np.concatenate([c for c, v in zip(chunks, is_val) if v] or [np.zeros(0, np.int32)]).astype(np.int32)
     self.seq_len = seq_len
-    if len(self.train) < 2 * (seq_len + 1) or len(self.val) < seq_len + 1:
-      raise ConfigError(f"config.data.path: corpus too small ({len(stream)} tokens) for train.seq_len={seq_len}")
+    assert len(self.train) >= 2 * (seq_len + 1) and len(self.val) >= seq_len + 1, (len(self.train), len(self.val))
     self._train_dev = jnp.asarray(self.train)
 
   def batch(self, seed: int, step: int, batch_size: int) -> jax.Array:

@@ -5,7 +5,10 @@ batch is a pure function of (seed, step) and the state holds everything else, th
 losses after a resume equal those of an uninterrupted run exactly. SIGTERM and
 SIGINT save a checkpoint before exiting. A non-finite loss or gradient skips the
 update; after `max_consecutive_skips` in a row the run stops without saving, so
-the last good checkpoint stays the newest.
+the last good checkpoint stays the newest. A finite loss and gradient do not make a
+finite update (b2 = 1 divides by zero in Adam's bias correction): before every save
+the parameters and optimiser state are checked (one jitted all-finite reduction),
+and a non-finite state is never saved; the run stops instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -54,6 +58,20 @@ class _StopFlag:
 
   def __call__(self, signum, frame):
     self.signal = signum
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """True when every float leaf of `tree` is finite: one reduction, run before a state is saved."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _kept(ckpt) -> str:
+  """What the run leaves behind, for its stop line: "kept" only when a checkpoint exists."""
+  ckpt.wait()
+  steps = ckpt.steps()
+  return f"last good checkpoint: step {steps[-1]}" if steps else "no checkpoint was saved"
 
 
 def _write_config(cfg, workdir):
@@ -126,7 +144,7 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
           state = permute(state, order)
         metrics.write({"step": done, "placement": rep})
       if int(state["skips"]) >= t.max_consecutive_skips:
-        status = f"stopped: {int(state['skips'])} consecutive non-finite steps (last good checkpoint kept)"
+        status = f"stopped: {int(state['skips'])} consecutive non-finite steps ({_kept(ckpt)})"
         log(status)
         break
       if done % t.log_every == 0 or done == t.steps:
@@ -153,6 +171,11 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
       in_skip_streak = int(state["skips"]) > 0  # never checkpoint in the middle of a run of non-finite steps
       saved = False
       if (done % t.checkpoint_every == 0 or done == t.steps or stop.signal or out_of_time) and not in_skip_streak:
+        if not bool(_all_finite({"params": state["params"], "opt_state": state["opt_state"]})):
+          status = (f"stopped: the parameters or optimiser state are not finite after step {done} (not saved; "
+                    f"{_kept(ckpt)})")
+          log(status)
+          break
         saved = ckpt.save(done, state, {"config": json.loads(cfg.to_json())})
       if (stop.signal or out_of_time) and done != t.steps:
         status = f"stopped by signal {stop.signal}" if stop.signal else f"time budget {t.time_budget_s}s reached"

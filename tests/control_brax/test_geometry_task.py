@@ -173,3 +173,17 @@ def test_bad_peg_rect_names_field():
   peg.rects = ((0.0, 0.0, -0.01, 0.01),)
   with pytest.raises(ConfigError, match=r"peg\.rects\[0\]"):
     geometry.validate_peg(peg)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (dict(rects=((0.0, 0.0, 0.5, 0.5),)), r"peg\.rects\[0\]: .* implausible peg"),  # a 1 m peg
+    (dict(rects=((0.0, 0.0, 0.0025, 0.0025),), clearance=0.005), r"peg\.clearance: .* is not a fit"),  # 5 mm / 15 mm
+    (dict(kind="round", radius=0.0025, clearance=0.0045), r"peg\.clearance: .* is not a fit"),
+    (dict(kind="round", radius=0.03, length=0.05), r"peg\.length: .* must exceed the diameter"),
+])
+def test_implausible_peg_geometry_is_rejected(edit, needle):
+  """Inside every field's range but not a peg-in-hole task (issue 25 item 10: these passed validation)."""
+  peg = ml_collections.ConfigDict(load_peg("square").to_dict())
+  peg.update(edit)
+  with pytest.raises(ConfigError, match=needle):
+    geometry.validate_peg(peg)

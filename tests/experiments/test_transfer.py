@@ -21,6 +21,37 @@ def test_transfer_rejects_unknown_etcl_law(tmp_path):
     transfer.run("square", "l_shape", str(tmp_path), c, progress=False, log=lambda m: None)
 
 
+def test_transfer_validates_every_derived_config_before_training(tmp_path, monkeypatch):
+  """A method's run config that does not validate (here: ETCL's reconfigured env made out of range) stops the
+  comparison before the teacher trains and before --out is created (issue 25 item 7: it used to surface only after
+  the teacher's training)."""
+  from experiments import transfer  # noqa: PLC0415
+
+  original = etcl.reconfigure_env
+
+  def bad_gains(*args):
+    env = original(*args)
+    env.episode_steps = -1  # out of range: only the ETCL methods' run configs carry it
+    return env
+
+  monkeypatch.setattr(etcl, "reconfigure_env", bad_gains)
+  trained = []
+  monkeypatch.setattr(transfer, "_train", lambda *a, **k: trained.append(a) or {})
+  with pytest.raises(ValueError, match="config.env.episode_steps"):
+    transfer.run("square", "l_shape", str(tmp_path / "out"), transfer.default_config(), progress=False,
+                 log=lambda m: None)
+  assert not trained and not (tmp_path / "out").exists()
+
+
+def test_transfer_rejects_an_unknown_method_in_one_line(tmp_path):
+  from confspec import ConfigError  # noqa: PLC0415
+  from experiments import transfer  # noqa: PLC0415
+
+  with pytest.raises(ConfigError, match="--methods: 'foo' is not a method"):
+    transfer.run("square", "l_shape", str(tmp_path / "out"), progress=False, log=lambda m: None, methods=("foo",))
+  assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_transfer_new_geometry_file(tmp_path):
   """A geometry given only as a parameter file (a rect variant written here) runs through the transfer driver."""

@@ -80,6 +80,35 @@ def test_user_text_file_and_bad_path(tmp_path):
     Corpus(cfg, 16)
 
 
+def test_bad_data_files_are_one_line(tmp_path):
+  """An empty file, a binary file and a too-small corpus: one ConfigError line each (issue 25 items 9-10: an empty
+  file raised numpy's 'need at least one array to concatenate', a binary file trained on replacement characters
+  without a word, and "corpus too small" did not say how much is needed)."""
+  cfg = base_config().data
+  (tmp_path / "empty.txt").write_bytes(b"")
+  cfg.path = str(tmp_path / "empty.txt")
+  with pytest.raises(ConfigError, match=r"corpus too small: 0 tokens, and train.seq_len=16 .* needs at least \d+"):
+    Corpus(cfg, 16)
+  (tmp_path / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+  cfg.path = str(tmp_path / "random.bin")
+  with pytest.raises(ConfigError, match="random.bin is not UTF-8 text"):
+    Corpus(cfg, 16)
+  small = tmp_path / "small.txt"
+  small.write_text("hello world. " * 100)
+  cfg.path = str(small)
+  with pytest.raises(ConfigError) as e:
+    Corpus(cfg, 16)
+  need = int(str(e.value).rsplit(" ", 1)[1])
+  small.write_text("x" * need)
+  Corpus(cfg, 16)  # exactly the minimum is enough
+  small.write_text("x" * (need - 1))
+  with pytest.raises(ConfigError, match="corpus too small"):
+    Corpus(cfg, 16)
+  (tmp_path / "accents.txt").write_bytes(("h\u00e9llo w\u00f6rld. " * 3000).encode() + b"\xff")  # one bad byte
+  cfg.path = str(tmp_path / "accents.txt")
+  Corpus(cfg, 16)
+
+
 def test_bigram_baseline_against_closed_form():
   # a stream alternating 0,1: the bigram model predicts it almost surely
   train_stream = np.tile([0, 1], 1000).astype(np.int32)
@@ -183,8 +212,23 @@ def test_consecutive_nans_stop_the_run_with_last_good_checkpoint(tmp_path):
   summary = train(micro_config(steps=12, max_consecutive_skips=3), str(tmp_path), inject_nan_at={7, 8, 9, 10},
                   progress=False)
   assert summary["status"].startswith("stopped: 3 consecutive non-finite")
+  assert "last good checkpoint: step 6" in summary["status"]
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3)
   assert ckpt.steps()[-1] == 6  # checkpoints every 3 steps; nothing written after the NaNs began
+  ckpt.close()
+
+
+def test_non_finite_parameters_are_never_saved(tmp_path):
+  """b2 = 1 (inside the schema) makes Adam's bias correction divide by zero: the first update turns every parameter
+  into NaN while its loss and gradient norm are finite. No checkpoint may hold such a state, and the stop line says
+  "kept" only when a checkpoint exists (issue 25 item 4)."""
+  lines = []
+  summary = train(micro_config(steps=6, b2=1.0, checkpoint_every=1, max_consecutive_skips=3), str(tmp_path),
+                  progress=False, log=lines.append)
+  assert summary["status"].startswith("stopped:") and "not finite" in summary["status"], summary
+  assert "kept" not in summary["status"] and "no checkpoint" in summary["status"]
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3, read_only=True)
+  assert ckpt.steps() == []
   ckpt.close()
 
 
