@@ -67,9 +67,15 @@ MODEL_SCHEMA = {
 }
 
 DATA_SCHEMA = {
-    "path": Field(str, "", doc="text file or directory; empty = the embedded corpus"),
-    "tokenizer": Field(str, "byte", choices=("byte", "bpe")),
-    "bpe_vocab_size": Field(int, 1024, lo=260),
+    "path": Field(str, "", doc="corpus: a text file or directory, .jsonl, .parquet, or a datasets save_to_disk "
+                  "directory; empty = the embedded corpus (pangu_jax.train.sources)"),
+    "format": Field(str, "auto", choices=("auto", "text", "jsonl", "parquet", "hf_disk"),
+                    doc="corpus format (auto: from the path)"),
+    "text_field": Field(str, "text", doc="the text field of a JSON lines record or a Parquet / datasets row"),
+    "tokenizer": Field(str, "byte", choices=("byte", "bpe"),
+                       doc="byte, or bpe: tokenizer_path if set, else a byte-level BPE trained on the training split"),
+    "tokenizer_path": Field(str, "", doc="a tokenizers JSON file (tokenizer.json) to use with tokenizer='bpe'"),
+    "bpe_vocab_size": Field(int, 1024, lo=260, doc="vocabulary of a BPE trained here (<= model.vocab_size)"),
     "val_fraction": Field(float, 0.05, lo=0, lo_open=True, hi=0.5),
     "max_bytes": Field(int, 0, lo=0, doc="cap on corpus bytes read (0 = no cap)"),
 }

@@ -82,19 +82,22 @@ def convert(hf_dir: str, workdir: str, dtype: str | None = None, log=None) -> di
     log(f"importing {fmt.layout} from {hf_dir} ({len(reader.files)} file(s), rope "
         f"{'interleaved' if fmt.rope_interleave else 'half'}{', fp8' if fmt.fp8_block else ''}) as "
         f"{cfg.model.param_dtype}")
+    copied = [f for f in hf.TOKENIZER_FILES if os.path.exists(os.path.join(hf_dir, f))]
+    if "tokenizer.json" in copied:  # fine-tuning and generate use the checkpoint's own tokenizer
+      cfg.data.tokenizer = "bpe"
+      cfg.data.tokenizer_path = os.path.abspath(os.path.join(workdir, "tokenizer", "tokenizer.json"))
     params = hf.import_params(reader, cfg.model, fmt, log=log)
     state = train_state_from_params(cfg, jax.tree.map(jax.numpy.asarray, params))
     ckpt = Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints, async_save=False, log=log)
     ckpt.save(0, state, {"config": json.loads(cfg.to_json()), "imported_from": os.path.abspath(hf_dir)})
     ckpt.wait()
     ckpt.close()
-    atomic_write(os.path.join(workdir, "config.json"), cfg.to_json(indent=2))
-    atomic_write(os.path.join(workdir, "config.py"), CONFIG_PY)
-    copied = [f for f in hf.TOKENIZER_FILES if os.path.exists(os.path.join(hf_dir, f))]
     if copied:
       os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
       for f in copied:
         shutil.copy2(os.path.join(hf_dir, f), os.path.join(workdir, "tokenizer", f))
+    atomic_write(os.path.join(workdir, "config.json"), cfg.to_json(indent=2))
+    atomic_write(os.path.join(workdir, "config.py"), CONFIG_PY)
   n = int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
   return {"workdir": workdir, "layout": fmt.layout, "parameters": n, "dtype": cfg.model.param_dtype,
           "mtp_depth": cfg.model.mtp_depth, "fp8": fmt.fp8_block is not None,

@@ -20,13 +20,21 @@ import confspec
 from confspec import ConfigError
 from pangu_jax import workdir as workdir_lib
 from pangu_jax.model import decode
-from pangu_jax.tokenizer import ByteTokenizer
+from pangu_jax.tokenizer import ByteTokenizer, check_vocab, load_tokenizer, workdir_tokenizer
 
 
 def load_model(config, workdir):
-  """(cfg, params, tokenizer) from a workdir's latest checkpoint, or fresh weights from a config."""
+  """(cfg, params, tokenizer) from a workdir's latest checkpoint and its tokenizer (`<workdir>/tokenizer/`, else
+  bytes), or fresh weights from a config (its `data.tokenizer_path`, else bytes)."""
   cfg, params = workdir_lib.load_model(config, workdir)
-  return cfg, params, ByteTokenizer()
+  if workdir:
+    tok = workdir_tokenizer(workdir)
+  elif cfg.data.tokenizer == "bpe" and cfg.data.tokenizer_path:
+    tok = load_tokenizer(cfg.data.tokenizer_path)
+  else:
+    tok = ByteTokenizer()
+  check_vocab(tok, cfg.model.vocab_size)
+  return cfg, params, tok
 
 
 def main(argv):

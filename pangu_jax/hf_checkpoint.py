@@ -102,9 +102,9 @@ class HFCheckpointError(ConfigError):
 
 
 def _torch():
-  # torch's device-backend autoload imports an installed torch_npu, which without Ascend's CANN makes `import
-  # torch` itself fail; these checkpoints never need it.
-  os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+  from runkit.torch_guard import guard_torch_import  # noqa: PLC0415
+
+  guard_torch_import()  # a torch_npu without CANN must not break `import torch` (runkit.torch_guard)
   import torch  # noqa: PLC0415
 
   return torch

@@ -97,7 +97,8 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
   t = cfg.train
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0
-  corpus = Corpus(cfg.data, t.seq_len)
+  corpus = Corpus(cfg.data, t.seq_len, workdir=workdir, progress=progress and primary, log=log,
+                  vocab_size=cfg.model.vocab_size)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, log=log)
   par = runtime.setup(cfg)  # on one device: a mesh whose axes all have size 1
   put = lambda b: runtime.put_batch(par, b)
@@ -119,7 +120,7 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
   flops_tok = train_flops_per_token(cfg.model, t.seq_len)
   tokens_per_step = t.batch_size * t.seq_len
   if start == 0:
-    bigram = bigram_val_loss(corpus.train, val)
+    bigram = bigram_val_loss(corpus.train, val, vocab=corpus.tokenizer.vocab_size)
     metrics.write({"step": 0, "bigram_val_loss": bigram, "peak_flops": peak, "peak_source": peak_src,
                    "model_flops_per_token": flops_tok, "train_tokens": len(corpus.train),
                    "val_tokens": len(corpus.val)})

@@ -119,10 +119,9 @@ def test_byte_domains_align_with_utf8():
 
 
 def test_val_domains_follow_the_split():
-  from pangu_jax.config import base_config
   from pangu_jax.train.data import Corpus
 
-  cfg = base_config()
+  cfg = study.get_config().pangu
   corpus = Corpus(cfg.data, 64)
   dv = study.val_domains(cfg.data, corpus)
   assert dv.shape == corpus.val.shape

@@ -325,8 +325,12 @@ def test_sandwich_model_round_trips_with_openpangu_names(tmp_path):
 
 @pytest.fixture(scope="module")
 def good_dir(tmp_path_factory):
+  from pangu_jax.tokenizer import train_bpe
+  from pangu_jax.train.sources import embedded_documents
+
   d = tmp_path_factory.mktemp("good")
   random_hf_model(hf_config()).save_pretrained(d, max_shard_size="40KB")
+  train_bpe(embedded_documents()[:10], 290).save(str(d / "tokenizer.json"))  # the checkpoint's own tokenizer
   return d
 
 
@@ -399,9 +403,17 @@ def test_convert_binary_writes_a_workdir_the_readers_accept(good_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert summary["layout"] == "deepseek_v3" and (wd / "config.py").exists()
+  conf = json.loads((wd / "config.json").read_text())
+  assert "tokenizer.json" in summary["tokenizer_files"] and conf["data"]["tokenizer"] == "bpe"
+  assert conf["data"]["tokenizer_path"] == str(wd / "tokenizer" / "tokenizer.json")
   gen = subprocess.run([sys.executable, "-m", "pangu_jax.generate", f"--workdir={wd}", "--max_tokens=4", "--json",
                         "--nowarmup"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert gen.returncode == 0, gen.stderr
+  text = json.loads(gen.stdout.strip().splitlines()[-1])["text"]
+  from pangu_jax.tokenizer import load_tokenizer
+
+  tok = load_tokenizer(str(good_dir / "tokenizer.json"))  # decoded by the checkpoint's tokenizer, not bytes
+  assert "\ufffd" not in text and tok.decode(tok.encode(text)) == text
   again = subprocess.run([sys.executable, "-m", "pangu_jax.convert", f"--hf_dir={good_dir}", f"--workdir={wd}"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
   assert again.returncode == 2 and "already holds checkpoints" in again.stderr

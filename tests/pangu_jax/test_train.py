@@ -69,10 +69,10 @@ def test_split_is_disjoint_and_english():
 
 
 def test_user_text_file_and_bad_path(tmp_path):
-  f = tmp_path / "t.txt"
-  f.write_text("hello world. " * 2000)
+  for name in ("a.txt", "b.txt"):  # two documents: document 1 is held out (val_fraction 0.5)
+    (tmp_path / name).write_text("hello world. " * 2000)
   cfg = base_config().data
-  cfg.path = str(f)
+  cfg.path, cfg.val_fraction = str(tmp_path), 0.5
   corpus = Corpus(cfg, 16)
   assert corpus.tokenizer.decode(corpus.train[:12]) == "hello world."
   cfg.path = str(tmp_path / "missing")
@@ -81,31 +81,37 @@ def test_user_text_file_and_bad_path(tmp_path):
 
 
 def test_bad_data_files_are_one_line(tmp_path):
-  """An empty file, a binary file and a too-small corpus: one ConfigError line each (issue 25 items 9-10: an empty
-  file raised numpy's 'need at least one array to concatenate', a binary file trained on replacement characters
-  without a word, and "corpus too small" did not say how much is needed)."""
+  """An empty file, a binary file, one document, and a too-small corpus: one ConfigError line each that says what
+  is needed (issue 25 items 9-10: an empty file raised numpy's 'need at least one array to concatenate', a binary
+  file trained on replacement characters without a word, and "corpus too small" did not say how much is needed)."""
   cfg = base_config().data
   (tmp_path / "empty.txt").write_bytes(b"")
   cfg.path = str(tmp_path / "empty.txt")
-  with pytest.raises(ConfigError, match=r"corpus too small: 0 tokens, and train.seq_len=16 .* needs at least \d+"):
+  with pytest.raises(ConfigError, match="holds no text"):
     Corpus(cfg, 16)
   (tmp_path / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
   cfg.path = str(tmp_path / "random.bin")
   with pytest.raises(ConfigError, match="random.bin is not UTF-8 text"):
     Corpus(cfg, 16)
-  small = tmp_path / "small.txt"
-  small.write_text("hello world. " * 100)
-  cfg.path = str(small)
+  (tmp_path / "one.txt").write_text("hello world. " * 100)
+  cfg.path = str(tmp_path / "one.txt")
+  with pytest.raises(ConfigError, match=r"holds 1 document\(s\); the validation split is by document .* needs at "
+                     r"least 11"):
+    Corpus(cfg, 16)
+  small = tmp_path / "small.jsonl"
+  cfg.path, cfg.val_fraction = str(small), 0.5
+  small.write_text(json.dumps({"text": "x" * 30}) + "\n" + json.dumps({"text": "y" * 10}) + "\n")
   with pytest.raises(ConfigError) as e:
     Corpus(cfg, 16)
-  need = int(str(e.value).rsplit(" ", 1)[1])
-  small.write_text("x" * need)
-  Corpus(cfg, 16)  # exactly the minimum is enough
-  small.write_text("x" * (need - 1))
-  with pytest.raises(ConfigError, match="corpus too small"):
-    Corpus(cfg, 16)
+  assert "corpus too small: 32 training and 12 validation tokens; train.seq_len=16 needs at least 34 and 17" in \
+      str(e.value)
+  small.write_text(json.dumps({"text": "x" * 32}) + "\n" + json.dumps({"text": "y" * 15}) + "\n")
+  Corpus(cfg, 16)  # exactly the minimum is enough (each document gains its two-byte separator)
   (tmp_path / "accents.txt").write_bytes(("h\u00e9llo w\u00f6rld. " * 3000).encode() + b"\xff")  # one bad byte
-  cfg.path = str(tmp_path / "accents.txt")
+  (tmp_path / "accents2.txt").write_text("h\u00e9llo w\u00f6rld. " * 3000)
+  cfg.path, cfg.val_fraction = str(tmp_path), 0.5
+  for f in ("empty.txt", "random.bin", "one.txt", "small.jsonl"):
+    (tmp_path / f).unlink()
   Corpus(cfg, 16)
 
 
@@ -280,9 +286,9 @@ def test_partial_checkpoint_directory_is_ignored(tmp_path):
   assert "resuming from step 3" in lines
 
 
-def _train_cmd(workdir, **train_overrides):
+def _train_cmd(workdir, *extra, **train_overrides):
   return [sys.executable, "-m", "pangu_jax.train", "--config=configs/pangu/tiny.py", f"--workdir={workdir}",
-          "--progress=false", *micro_overrides(**train_overrides)]
+          "--progress=false", *micro_overrides(**train_overrides), *extra]
 
 
 @pytest.mark.slow
@@ -305,15 +311,27 @@ def test_sigterm_saves_and_exits_143_with_an_unwritable_home(tmp_path):
   ckpt.close()
 
 
+def _bpe_jsonl(tmp_path):
+  """A BPE trained on a .jsonl corpus (the token store and tokenizer live in the workdir, reused on resume)."""
+  from pangu_jax.train.sources import embedded_documents
+
+  src = tmp_path / "corpus.jsonl"
+  src.write_text("".join(json.dumps({"text": d}) + "\n" for d in embedded_documents()))
+  return ("--config.data.tokenizer=bpe", "--config.data.bpe_vocab_size=300", f"--config.data.path={src}",
+          "--config.model.vocab_size=300")
+
+
 @pytest.mark.slow
-def test_kill_dash_nine_then_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("corpus", ["embedded_bytes", "bpe_jsonl"])
+def test_kill_dash_nine_then_resume_is_exact(tmp_path, corpus):
   steps = 24
+  extra = _bpe_jsonl(tmp_path) if corpus == "bpe_jsonl" else ()
   ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-  subprocess.run(_train_cmd(ref_dir, steps=steps, checkpoint_every=1), cwd=REPO, check=True, capture_output=True,
-                 timeout=600)
+  subprocess.run(_train_cmd(ref_dir, *extra, steps=steps, checkpoint_every=1), cwd=REPO, check=True,
+                 capture_output=True, timeout=600)
   # Kill -9 twice at increasing points (checkpoints every step, so kills often land mid-write).
   for kill_after in (6, 14):
-    proc = subprocess.Popen(_train_cmd(run_dir, steps=steps, checkpoint_every=1), cwd=REPO,
+    proc = subprocess.Popen(_train_cmd(run_dir, *extra, steps=steps, checkpoint_every=1), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -326,8 +344,8 @@ def test_kill_dash_nine_then_resume_is_exact(tmp_path):
       time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-  subprocess.run(_train_cmd(run_dir, steps=steps, checkpoint_every=1), cwd=REPO, check=True, capture_output=True,
-                 timeout=600)
+  subprocess.run(_train_cmd(run_dir, *extra, steps=steps, checkpoint_every=1), cwd=REPO, check=True,
+                 capture_output=True, timeout=600)
   ref = [(r["step"], r["loss"]) for r in read_metrics(str(ref_dir)) if "loss" in r]
   got = [(r["step"], r["loss"]) for r in read_metrics(str(run_dir)) if "loss" in r]
   assert got == ref  # bitwise-equal losses at every step
