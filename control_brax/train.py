@@ -289,12 +289,19 @@ def _loop(cfg, log, stop, ckpt, writer, bar, runner, stages, switch_at, it, ts, 
   return status, it, ts, stage, wall, last_eval
 
 
+def exit_if_signalled(summary: dict) -> None:
+  """A run stopped by SIGTERM/SIGINT (saved): exit as the signal would have (128 + N), so that a scheduler sees
+  the stop and a driver that trains several runs in one process (experiments.transfer, assembly_methods) stops
+  too instead of counting the run as finished and starting the next."""
+  if summary.get("signal"):
+    raise SystemExit(128 + summary["signal"])
+
+
 def main(argv):
   del argv
   summary = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   print(json.dumps(summary))
-  if summary["signal"]:  # saved and stopped: exit as the signal would have (128 + N), so a scheduler sees it
-    raise SystemExit(128 + summary["signal"])
+  exit_if_signalled(summary)
 
 
 if __name__ == "__main__":

@@ -312,7 +312,7 @@ def aggregate(exp, out: str) -> dict:
 
 def run(exp, out: str, log=None, progress: bool = True) -> dict:
   """Trains (or resumes) the requested runs, then aggregates every run under `out`."""
-  from control_brax.train import train  # noqa: PLC0415
+  from control_brax.train import exit_if_signalled, train  # noqa: PLC0415
 
   log = log or (lambda m: print(m, file=sys.stderr, flush=True))
   os.makedirs(out, exist_ok=True)
@@ -324,6 +324,7 @@ def run(exp, out: str, log=None, progress: bool = True) -> dict:
       t0 = time.time()
       log(f"== {algo} / {variant} -> {workdir}")
       summary = train(run_config(exp, algo, variant), workdir, log=log, progress=progress)
+      exit_if_signalled(summary)  # stopped (and saved) by a signal: stop here, re-running resumes
       log(f"== {algo} / {variant}: {summary['status']} after {time.time() - t0:.0f} s this session")
   return aggregate(exp, out)
 

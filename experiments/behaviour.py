@@ -363,6 +363,8 @@ def run_one(run: dict, out: str, study_cfg, progress: bool, log) -> dict:
     return res
   log(f"[study] run {run['name']} ({run['cfg'].train.steps} steps)")
   summary = train(run["cfg"], wd, progress=progress, log=log)
+  if summary.get("signal"):  # stopped (and saved) by SIGTERM/SIGINT: exit as the signal would (re-running resumes)
+    raise SystemExit(128 + summary["signal"])
   if summary["status"] != "completed":
     raise RuntimeError(f"run {run['name']} did not complete: {summary['status']}")
   res = {"name": run["name"], "group": run["group"], "arm": run["arm"], "seed": run["seed"],

@@ -105,13 +105,14 @@ def _done(workdir: str) -> dict | None:
 
 
 def _train(cfg, workdir: str, log, init_hook=None, progress: bool = True) -> dict:
-  from control_brax.train import train  # noqa: PLC0415 - heavy import only when training
+  from control_brax.train import exit_if_signalled, train  # noqa: PLC0415 - heavy import only when training
 
   got = _done(workdir)
   if got is not None:
     log(f"{workdir}: finished earlier, skipped")
     return got
   summary = train(cfg, workdir, log=log, progress=progress, init_hook=init_hook)
+  exit_if_signalled(summary)  # stopped (and saved) by a signal: not finished, and no next run
   with open(os.path.join(workdir, "done.json"), "w") as f:
     json.dump(summary, f)
   return summary

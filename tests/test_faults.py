@@ -204,14 +204,16 @@ def test_export_runs_under_the_stub(pangu, stub, tmp_path):
   assert _snapshot(pangu[0]) == before
 
 
+def _listing(workdir) -> list:
+  return sorted(os.path.relpath(os.path.join(d, n), workdir) for d, ds, fs in os.walk(workdir) for n in ds + fs)
+
+
 def test_generate_reads_without_writing(pangu):
   """A reader creates nothing in the workdir it reads (no directory, no file)."""
-  listing = lambda: sorted(os.path.relpath(os.path.join(d, n), pangu[0])  # noqa: E731
-                           for d, ds, fs in os.walk(pangu[0]) for n in ds + fs)
-  before = listing()
+  before = _listing(pangu[0])
   proc = _run(["pangu_jax.generate", f"--workdir={pangu[0]}", "--max_tokens=2", "--nowarmup"])
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert listing() == before
+  assert _listing(pangu[0]) == before
 
 
 def test_mujoco_prints_no_warp_notice_and_writes_no_log_file(tmp_path):
@@ -248,6 +250,17 @@ def test_rl_trainer_runs_under_the_stub(agent):
   assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert json.loads(proc.stdout.strip().splitlines()[-1])["env_steps"] == 64
   assert "Failed to import" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_reads_without_writing(agent):
+  before, files_before = _listing(agent[0]), _snapshot(agent[0])
+  proc = _run(["control_brax.evaluate", "--config=configs/assembly/ppo_square.py", f"--workdir={agent[0]}", *TINY_PPO,
+               "--episodes=2", "--json"])
+  assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["episodes"] >= 2
+  assert proc.stdout.strip().count("\n") == 0  # the JSON line only: no "Failed to import warp" before it
+  assert _listing(agent[0]) == before and _snapshot(agent[0]) == files_before
 
 
 RL_ROWS = [

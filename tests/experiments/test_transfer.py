@@ -85,3 +85,15 @@ def test_transfer_new_geometry_file(tmp_path):
     d = json.load(f)
   np.testing.assert_allclose(d["weights"], wdpd.weights(etcl.features(load_peg("square")),
                                                         etcl.features(load_peg(str(peg)))), rtol=1e-6)
+
+
+def test_a_run_stopped_by_a_signal_is_not_marked_done(tmp_path, monkeypatch):
+  """control_brax.train returns (after saving) when SIGTERM stops it; the driver then exits 143 itself instead of
+  writing done.json and starting the next method (a re-run resumes the stopped run)."""
+  import control_brax.train as cb_train  # noqa: PLC0415
+  from experiments import transfer  # noqa: PLC0415
+
+  monkeypatch.setattr(cb_train, "train", lambda *a, **k: {"status": "stopped by signal 15", "signal": 15})
+  with pytest.raises(SystemExit) as e:
+    transfer._train(None, str(tmp_path), log=lambda m: None)
+  assert e.value.code == 143 and not (tmp_path / "done.json").exists()
