@@ -64,7 +64,8 @@ def main(argv):
   text = tok.decode(out[0, prompt.shape[1]:])
   print(_PROMPT.value + text)
   if _JSON.value:
-    print(json.dumps({"text": text, "tokens_per_s": tps, "acceptance_length": acceptance}))
+    print(json.dumps({"text": text, "tokens_per_s": tps, "acceptance_length": acceptance,
+                      "tokens": [int(t) for t in out[0, prompt.shape[1]:]], "tokenizer": tok.name}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from conftest import REPO
     ("memory.py", ["--layers=2", "--seq_len=32", "--batch=4", "--repeats=1"],
      {"policies", "fine_peak_mb", "none_peak_mb", "fine_step_s", "full_step_s", "fine_memory_ratio_vs_none",
       "fine_time_ratio_vs_full"}),
+    ("data_pipeline.py", ["--presets=tiny", "--repeats=1", "--steps=20", "--copies=1"],
+     {"tiny", "min_ratio"}),
     ("hf_import_memory.py", ["--hidden=64", "--layers=2", "--experts=4", "--ffn=64", "--vocab=512", "--shards=3"],
      {"ours_peak_increment_mb", "transformers_peak_increment_mb", "ratio_ours_vs_transformers", "shards",
       "largest_shard_mb", "ours_minus_params_in_shards"}),

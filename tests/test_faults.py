@@ -134,7 +134,7 @@ ROWS = [
     ("train-unknown-key", "pangu_jax.train --config=configs/pangu/tiny.py --workdir={w} --config.model.hidden_sizee=3",
      2, 'config.model.hidden_sizee: unknown field (from --config.model.hidden_sizee=3); did you mean "hidden_size"?'),
     ("train-empty-data", "pangu_jax.train --config=configs/pangu/tiny.py --workdir={w} {micro} "
-     "--config.data.path={f[empty]}", 2, "corpus too small: 0 tokens"),
+     "--config.data.path={f[empty]}", 2, "holds no text (an empty corpus)"),
     ("train-binary-data", "pangu_jax.train --config=configs/pangu/tiny.py --workdir={w} {micro} "
      "--config.data.path={f[random]}", 2, "random.bin is not UTF-8 text"),
     ("train-small-corpus", "pangu_jax.train --config=configs/pangu/tiny.py --workdir={w} {micro} "

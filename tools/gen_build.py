@@ -21,7 +21,8 @@ BINARY_NAMES = {
     "pangu_jax": ["info", "train", "generate", "simulate", "convert"],
     "npu_backend": ["export", "parity"],
     "control_brax": ["train", "evaluate", "scripted", "render"],
-    "experiments": ["demo", "behaviour", "sim_report", "assembly_methods", "cs3", "transfer", "etcl_acceptance"],
+    "experiments": ["demo", "behaviour", "sim_report", "assembly_methods", "cs3", "transfer", "etcl_acceptance",
+                    "tokenizer_study"],
 }
 # Library dependencies between the packages (third-party ones come from the interpreter).
 DEPS = {

@@ -91,15 +91,34 @@ def _content_hash(data_cfg, tokenizer) -> str:
   return h.hexdigest()
 
 
-def build_store(data_cfg, tokenizer, store: str, digest: str, progress: bool = True) -> dict:
-  """Tokenises the corpus into `store` (train.i32, val.i32, meta.json); atomic."""
+def build_store(data_cfg, tokenizer, store: str, digest: str, progress: bool = True, check=None) -> dict:
+  """Tokenises the corpus into `store` (train.i32, val.i32, meta.json); atomic. `check(meta)` may reject the result
+  (e.g. too small) before it replaces anything."""
   from tqdm import tqdm  # noqa: PLC0415
 
   tmp = f"{store.rstrip('/')}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
+  # A bar only on a terminal (disable=None): a log file or a test's stderr gets no bar lines.
+  bar = tqdm(desc="tokenise", unit="doc", disable=None if progress else True, mininterval=2, file=sys.stderr,
+             leave=False)
+  try:
+    meta = _write_store(data_cfg, tokenizer, tmp, digest, bar)
+    if check is not None:
+      check(meta)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)  # a bad corpus leaves nothing behind in the workdir
+    raise
+  finally:
+    bar.close()
+  if os.path.exists(store):
+    shutil.rmtree(store)
+  os.replace(tmp, store)
+  return meta
+
+
+def _write_store(data_cfg, tokenizer, tmp: str, digest: str, bar) -> dict:
   counts = {"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0}
-  bar = tqdm(desc="tokenise", unit="doc", disable=not progress, mininterval=2, file=sys.stderr, leave=False)
   with open(os.path.join(tmp, "train.i32"), "wb") as ft, open(os.path.join(tmp, "val.i32"), "wb") as fv:
     texts, held = [], []
 
@@ -119,13 +138,9 @@ def build_store(data_cfg, tokenizer, store: str, digest: str, progress: bool = T
       if len(texts) == ENCODE_BATCH:
         flush()
     flush()
-  bar.close()
   meta = counts | {"hash": digest, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size}
   with open(os.path.join(tmp, "meta.json"), "w") as f:
     json.dump(meta, f, indent=2)
-  if os.path.exists(store):
-    shutil.rmtree(store)
-  os.replace(tmp, store)
   return meta
 
 
@@ -158,6 +173,26 @@ def resolve_tokenizer(data_cfg, workdir: str | None, primary: bool = True, log=N
   return tok
 
 
+def check_size(m: dict, data_cfg, seq_len: int) -> None:
+  """One line when a store's corpus is empty, has too few documents for the split, or too few tokens."""
+  docs = m["train_docs"] + m["val_docs"]
+  where = data_cfg.path or "the embedded corpus"
+  if docs == 0 or m["train_tokens"] + m["val_tokens"] == 0:
+    raise ConfigError(f"config.data.path: {where} holds no text (an empty corpus)")
+  if m["val_docs"] == 0 or m["train_docs"] == 0:
+    every = val_every(data_cfg.val_fraction)
+    raise ConfigError(f"config.data.path: {where} holds {docs} document(s); the validation split is by document "
+                      f"(document i is held out when i mod {every} = {every // 2}) and needs at least "
+                      f"{every // 2 + 1}; put documents in separate files, use .jsonl, or raise "
+                      "data.val_fraction")
+  need_train, need_val = 2 * (seq_len + 1), seq_len + 1
+  if m["train_tokens"] < need_train or m["val_tokens"] < need_val:
+    capped = f" (data.max_bytes={data_cfg.max_bytes})" if data_cfg.max_bytes else ""
+    raise ConfigError(f"config.data.path: corpus too small{capped}: {m['train_tokens']} training and "
+                      f"{m['val_tokens']} validation tokens; train.seq_len={seq_len} needs at least {need_train} "
+                      f"and {need_val}")
+
+
 class Corpus:
   """Train and validation token streams (memory-mapped from the token store) plus the deterministic batch
   function. `workdir`: where the store and a trained tokenizer live (None: a temporary store)."""
@@ -183,32 +218,14 @@ class Corpus:
       if meta.get("hash") != digest:
         meta = None
     self.reused = meta is not None
+    check = lambda m: check_size(m, data_cfg, seq_len)
     if meta is None:
-      meta = build_store(data_cfg, self.tokenizer, store, digest, progress)
+      meta = build_store(data_cfg, self.tokenizer, store, digest, progress, check=check)
+    check(meta)
     self.meta, self.store = meta, store
     self.train = _memmap(os.path.join(store, "train.i32"))
     self.val = _memmap(os.path.join(store, "val.i32"))
     self.seq_len = seq_len
-    self._check_size(data_cfg, seq_len)
-
-  def _check_size(self, data_cfg, seq_len: int) -> None:
-    m = self.meta
-    docs = m["train_docs"] + m["val_docs"]
-    where = data_cfg.path or "the embedded corpus"
-    if docs == 0 or m["train_tokens"] + m["val_tokens"] == 0:
-      raise ConfigError(f"config.data.path: {where} holds no text (an empty corpus)")
-    if m["val_docs"] == 0 or m["train_docs"] == 0:
-      every = val_every(data_cfg.val_fraction)
-      raise ConfigError(f"config.data.path: {where} holds {docs} document(s); the validation split is by document "
-                        f"(document i is held out when i mod {every} = {every // 2}) and needs at least "
-                        f"{every // 2 + 1}; put documents in separate files, use .jsonl, or raise "
-                        "data.val_fraction")
-    need_train, need_val = 2 * (seq_len + 1), seq_len + 1
-    if m["train_tokens"] < need_train or m["val_tokens"] < need_val:
-      capped = f" (data.max_bytes={data_cfg.max_bytes})" if data_cfg.max_bytes else ""
-      raise ConfigError(f"config.data.path: corpus too small{capped}: {m['train_tokens']} training and "
-                        f"{m['val_tokens']} validation tokens; train.seq_len={seq_len} needs at least {need_train} "
-                        f"and {need_val}")
 
   def batch(self, seed: int, step: int, batch_size: int) -> np.ndarray:
     """(B, seq_len + 1) int32 windows for `step`; a pure function of (seed, step)."""

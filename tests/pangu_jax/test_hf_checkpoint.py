@@ -409,11 +409,12 @@ def test_convert_binary_writes_a_workdir_the_readers_accept(good_dir, tmp_path):
   gen = subprocess.run([sys.executable, "-m", "pangu_jax.generate", f"--workdir={wd}", "--max_tokens=4", "--json",
                         "--nowarmup"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert gen.returncode == 0, gen.stderr
-  text = json.loads(gen.stdout.strip().splitlines()[-1])["text"]
+  out = json.loads(gen.stdout.strip().splitlines()[-1])
   from pangu_jax.tokenizer import load_tokenizer
 
   tok = load_tokenizer(str(good_dir / "tokenizer.json"))  # decoded by the checkpoint's tokenizer, not bytes
-  assert "\ufffd" not in text and tok.decode(tok.encode(text)) == text
+  assert out["tokenizer"] == "bpe" and out["text"] == tok.decode(out["tokens"])
+  assert tok.decode(tok.encode("The ")) == "The "
   again = subprocess.run([sys.executable, "-m", "pangu_jax.convert", f"--hf_dir={good_dir}", f"--workdir={wd}"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
   assert again.returncode == 2 and "already holds checkpoints" in again.stderr
