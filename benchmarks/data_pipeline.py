@@ -20,33 +20,18 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
+from timing import time_train_step  # noqa: E402
 
 import confspec  # noqa: E402
-from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
 from pangu_jax.train.data import Corpus  # noqa: E402
 from pangu_jax.train.sources import embedded_documents  # noqa: E402
-from pangu_jax.train.state import init_sharded_train_state, make_train_step  # noqa: E402
 
 
 def train_tokens_per_s(cfg, repeats: int) -> float:
-  t = cfg.train
-  par = runtime.setup(cfg)
-  state = init_sharded_train_state(cfg, par)
-  step = make_train_step(cfg, par)
-  toks = np.asarray(jax.random.randint(jax.random.key(0), (t.batch_size, t.seq_len + 1), 0, cfg.model.vocab_size))
-  state, m = step(state, toks, np.float32(0))
-  jax.block_until_ready(m)
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    state, m = step(state, toks, np.float32(0))
-    jax.block_until_ready(m)
-    best = min(best, time.perf_counter() - t0)
-  return t.batch_size * t.seq_len / best
+  best, _ = time_train_step(cfg, repeats)
+  return cfg.train.batch_size * cfg.train.seq_len / best
 
 
 def pipeline_tokens_per_s(corpus, cfg, steps: int) -> float:

@@ -12,39 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
+from timing import time_train_step  # noqa: E402
 
 import confspec  # noqa: E402
 from pangu_jax.flops import train_flops_per_token  # noqa: E402
-from pangu_jax.parallel import runtime  # noqa: E402
 from pangu_jax.presets import load_preset  # noqa: E402
 from pangu_jax.train.peak import measure_matmul_flops, record_peak  # noqa: E402
-from pangu_jax.train.state import init_sharded_train_state, make_train_step  # noqa: E402
 
 
 def bench(name: str, repeats: int, peak: float) -> dict:
   cfg = load_preset(name)
   t = cfg.train
-  par = runtime.setup(cfg)
-  state = init_sharded_train_state(cfg, par)
-  step = make_train_step(cfg, par)
-  toks = jax.random.randint(jax.random.key(0), (t.batch_size, t.seq_len + 1), 0, cfg.model.vocab_size)
-  t0 = time.perf_counter()
-  state, m = step(state, toks, np.float32(0))
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    state, m = step(state, toks, np.float32(0))
-    jax.block_until_ready(m)
-    best = min(best, time.perf_counter() - t0)
+  best, compile_s = time_train_step(cfg, repeats)
   tps = t.batch_size * t.seq_len / best
   mfu = tps * train_flops_per_token(cfg.model, t.seq_len) / peak
   print(f"{name:>6}: {best * 1e3:8.1f} ms/step, {tps:9.0f} tokens/s, MFU {mfu:.3f} (compile {compile_s:.1f}s)",

@@ -33,19 +33,8 @@ DuplicateFlagError. `main(argv)` is a module-level function that reads the holde
 exit code 2. A config flag with a default config (`DEFINE_config_dict`, `DEFINE_config_file` with a default path)
 applies the overrides as it is defined, so it is defined inside `with confspec.flag_errors():`, which gives the same
 one-line errors. Common flags are spelt the same everywhere: `--config`, `--workdir`, `--out`, `--json`, `--seed`,
-`--progress` (`--noprogress` turns the bars off).
-
-    def main(argv):
-      del argv
-      print(json.dumps(train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)))
-
-
-    if __name__ == "__main__":
-      _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file (configs/assembly/*.py).")
-      _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; re-run to resume.")
-      _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
-      flags.mark_flags_as_required(["config", "workdir"])
-      confspec.run(main)
+`--progress` (`--noprogress` turns the bars off). The shortest complete example is the end of
+`pangu_jax/info.py`; `control_brax/train.py` and `pangu_jax/train/__main__.py` are the trainers' versions.
 """
 
 from __future__ import annotations

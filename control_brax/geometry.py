@@ -247,27 +247,29 @@ def contact_pairs(c, prune_margin: float) -> list[tuple[str, str]]:
 
 @dataclasses.dataclass(frozen=True)
 class PhysicsSpec:
-  """Solver and holder settings shared by both engines (from the env config's `physics` section)."""
+  """Solver and holder settings shared by both engines. The configurable ones have no default here: they are
+  declared once, in the env config's schema (`control_brax.config`), and `envs.physics_spec` fills them; the two
+  constants below are not configurable."""
 
-  timestep: float = 0.001
-  iterations: int = 8
-  ls_iterations: int = 8
-  solref: tuple[float, float] = (0.002, 1.0)
-  solimp: tuple[float, float, float] = (0.95, 0.99, 0.001)
-  friction: float = 0.3
-  kp_trans: float = 2000.0
-  kv_trans: float = 30.0
-  kp_rot: float = 5.0
-  kv_rot: float = 0.2
-  armature_rot: float = 0.01
-  prune_margin: float = 0.012
+  timestep: float
+  iterations: int
+  ls_iterations: int
+  solref: tuple[float, float]
+  solimp: tuple[float, float, float]
+  kp_trans: float
+  kv_trans: float
+  kp_rot: float
+  kv_rot: float
+  prune_margin: float
+  friction: float = 0.3  # sliding friction of every peg-hole contact
+  armature_rot: float = 0.01  # rotational armature of the holder joints (kg m^2)
 
 
 def _f(*v: float) -> str:
   return " ".join(f"{x:.6g}" for x in v)
 
 
-def build_mjcf(c, phys: PhysicsSpec = PhysicsSpec()) -> str:
+def build_mjcf(c, phys: PhysicsSpec) -> str:
   """The MJCF of peg, holder joints and actuators, hole and explicit contact pairs."""
   pegs, walls = peg_geoms(c), hole_geoms(c)
   solref, solimp = _f(*phys.solref), _f(*phys.solimp)
