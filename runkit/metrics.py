@@ -41,9 +41,10 @@ class MetricsWriter:
     self.file = open(self.path, "a")
     self.tb = None
     if tensorboard:
-      from runkit.torch_guard import guard_torch_import  # noqa: PLC0415
+      from runkit.torch_guard import guard_torch_import, say_skipped_backends  # noqa: PLC0415
 
       guard_torch_import()  # tensorboardX imports torch: a broken torch_npu must not break it
+      say_skipped_backends()
       from tensorboardX import SummaryWriter  # noqa: PLC0415
 
       self.tb = SummaryWriter(os.path.join(workdir, "tb"))

@@ -19,8 +19,26 @@ import sys
 AUTOLOAD_VAR = "TORCH_DEVICE_BACKEND_AUTOLOAD"
 
 
+_SAID = []
+
+
 def guard_torch_import() -> None:
   """Disables torch's device-backend autoload for this process (and its children) if torch is not imported yet
   and the user has not chosen; a no-op otherwise. Cheap: no import, one environment lookup."""
   if "torch" not in sys.modules:
     os.environ.setdefault(AUTOLOAD_VAR, "0")
+
+
+def say_skipped_backends(log=None) -> None:
+  """One line, once per process, when torch device backends are installed (e.g. torch_npu) but not auto-loaded
+  here: a binary that uses torch only on the CPU (the trainers' TensorBoard writer) says why it ignores them."""
+  if _SAID or os.environ.get(AUTOLOAD_VAR) != "0":
+    return
+  from importlib.metadata import entry_points  # noqa: PLC0415
+
+  names = sorted({ep.name for ep in entry_points(group="torch.backends")})
+  if names:
+    _SAID.append(True)
+    (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+        f"torch device backends not loaded ({', '.join(names)}; {AUTOLOAD_VAR}=0): this binary uses torch on the "
+        "CPU only")

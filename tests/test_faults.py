@@ -110,6 +110,7 @@ def test_stub_breaks_a_plain_torch_import(stub):
 def test_pangu_trainer_runs_under_the_stub(pangu):
   _, proc = pangu
   assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.count("torch device backends not loaded (torch_npu;") == 1  # the one line saying why
   assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "completed"
 
 
@@ -250,6 +251,7 @@ def test_rl_trainer_runs_under_the_stub(agent):
   assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert json.loads(proc.stdout.strip().splitlines()[-1])["env_steps"] == 64
   assert "Failed to import" not in proc.stdout
+  assert proc.stderr.count("torch device backends not loaded (torch_npu;") == 1  # the one line saying why
 
 
 @pytest.mark.slow
