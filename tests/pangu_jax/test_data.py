@@ -142,6 +142,29 @@ def test_bad_inputs_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "hf_disk"])
+def test_trainer_binary_on_parquet_and_save_to_disk(corpora, fmt, tmp_path):
+  """The trainer binary on the other formats (BPE, two steps), then generate with the workdir's tokenizer."""
+  wd = tmp_path / "wd"
+  proc = subprocess.run([sys.executable, "-m", "pangu_jax.train", "--config=configs/pangu/tiny.py", f"--workdir={wd}",
+                         "--config.data.tokenizer=bpe", "--config.data.bpe_vocab_size=400",
+                         f"--config.data.path={corpora[fmt]}", "--config.data.val_fraction=0.25",
+                         "--config.model.vocab_size=400", "--config.model.num_layers=2",
+                         "--config.model.hidden_size=64", "--config.train.steps=2", "--config.train.batch_size=4",
+                         "--config.train.seq_len=32", "--config.train.ep_group_size=2", "--config.train.eval_every=2",
+                         "--config.train.eval_batches=1", "--config.train.checkpoint_every=2", "--noprogress"],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads((wd / "data" / "meta.json").read_text())["val_docs"] == 6
+  gen = subprocess.run([sys.executable, "-m", "pangu_jax.generate", f"--workdir={wd}", "--max_tokens=4", "--json",
+                        "--nowarmup"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert gen.returncode == 0, gen.stderr[-3000:]
+  out = json.loads(gen.stdout.strip().splitlines()[-1])
+  tok = load_tokenizer(str(wd / "tokenizer" / "tokenizer.json"))
+  assert out["tokenizer"] == "bpe" and out["text"] == tok.decode(out["tokens"])
+
+
+@pytest.mark.slow
 def test_bpe_jsonl_run_trains_and_generates_readable_text(tmp_path):
   """The acceptance command (micro model): a BPE trained on a .jsonl corpus, saved in the workdir; generate decodes
   with the same tokenizer; a bad line in the corpus is one line on the command line."""
