@@ -245,26 +245,6 @@ def agent(tmp_path_factory, stub):
   return w, proc
 
 
-@pytest.mark.slow
-def test_rl_trainer_runs_under_the_stub(agent):
-  _, proc = agent
-  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  assert json.loads(proc.stdout.strip().splitlines()[-1])["env_steps"] == 64
-  assert "Failed to import" not in proc.stdout
-  assert proc.stderr.count("torch device backends not loaded (torch_npu;") == 1  # the one line saying why
-
-
-@pytest.mark.slow
-def test_evaluate_reads_without_writing(agent):
-  before, files_before = _listing(agent[0]), _snapshot(agent[0])
-  proc = _run(["control_brax.evaluate", "--config=configs/assembly/ppo_square.py", f"--workdir={agent[0]}", *TINY_PPO,
-               "--episodes=2", "--json"])
-  assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr[-3000:]
-  assert json.loads(proc.stdout.strip().splitlines()[-1])["episodes"] >= 2
-  assert proc.stdout.strip().count("\n") == 0  # the JSON line only: no "Failed to import warp" before it
-  assert _listing(agent[0]) == before and _snapshot(agent[0]) == files_before
-
-
 RL_ROWS = [
     ("rl-train-mismatch", ["control_brax.train", "--config.ppo.hidden=32,32"], 2, "does not match this config"),
     ("rl-train-loose-peg-on-a-run", ["control_brax.train", "--config.env.peg={loose_peg}"], 2, "is not a fit"),
@@ -274,16 +254,29 @@ RL_ROWS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,code,needle", [r[1:] for r in RL_ROWS], ids=[r[0] for r in RL_ROWS])
-def test_a_mistake_on_a_trained_agent_is_one_line(args, code, needle, agent, files):
-  workdir = agent[0]
-  before = _snapshot(workdir)
-  assert before and agent[1].returncode == 0, agent[1].stderr[-3000:]
-  binary, *extra = args
-  proc = _run([binary, "--config=configs/assembly/ppo_square.py", f"--workdir={workdir}", *TINY_PPO,
-               *[a.format(**files) for a in extra]])
-  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-  assert proc.returncode == code and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
-  assert needle in lines[0], lines[0]
-  assert _snapshot(workdir) == before
-  assert not os.path.exists(workdir + "/checkpoints.quarantine")
+def test_a_trained_agent_under_the_stub_then_readers_and_mistakes(agent, files):
+  """One test on the one trained agent (a module fixture would be trained again on every xdist worker that runs a
+  test using it, ~80 s each): the trainer under the stub; evaluate reads without writing; every RL row is one line
+  and leaves the workdir byte-identical."""
+  workdir, proc = agent
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["env_steps"] == 64
+  assert "Failed to import" not in proc.stdout
+  assert proc.stderr.count("torch device backends not loaded (torch_npu;") == 1  # the one line saying why
+
+  before, files_before = _listing(workdir), _snapshot(workdir)
+  ev = _run(["control_brax.evaluate", "--config=configs/assembly/ppo_square.py", f"--workdir={workdir}", *TINY_PPO,
+             "--episodes=2", "--json"])
+  assert ev.returncode == 0 and not ev.stderr.strip(), ev.stderr[-3000:]
+  assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] >= 2
+  assert ev.stdout.strip().count("\n") == 0  # the JSON line only: no "Failed to import warp" before it
+  assert _listing(workdir) == before and _snapshot(workdir) == files_before
+
+  for row, (binary, *extra), code, needle in RL_ROWS:
+    got = _run([binary, "--config=configs/assembly/ppo_square.py", f"--workdir={workdir}", *TINY_PPO,
+                *[a.format(**files) for a in extra]])
+    lines = [ln for ln in got.stderr.splitlines() if ln.strip()]
+    assert got.returncode == code and "Traceback" not in got.stderr and len(lines) == 1, (row, got.stderr[-3000:])
+    assert needle in lines[0], (row, lines[0])
+    assert _snapshot(workdir) == files_before, row
+    assert not os.path.exists(workdir + "/checkpoints.quarantine"), row
