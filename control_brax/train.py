@@ -40,7 +40,7 @@ from control_brax.plots import learning_curve
 from control_brax.rl import ddpg, ppo, rollout
 from control_brax.rl.config import pead_stages, validate_rl
 from runkit.atomic import atomic_write_json
-from runkit.checkpoint import Checkpointer
+from runkit.checkpoint import Checkpointer, all_finite
 from runkit.lock import WorkdirLock
 from runkit.metrics import MetricsWriter
 
@@ -213,80 +213,92 @@ def _loop(cfg, log, stop, ckpt, writer, bar, runner, stages, switch_at, it, ts, 
   def save():
     if saved_at[0] == it:
       return
+    if not all_finite({"params": ts.params, "opt_state": ts.opt_state, "obs_stats": ts.obs_stats}):
+      raise _NotFinite(it)  # never save a NaN policy: the last good checkpoint stays the newest
     saved_at[0] = it
     state_meta = {"stage": stage, "wall_s": wall, "best_return": best_return, "stale_evals": stale,
                   "next_eval": next_eval, "next_ckpt": next_ckpt}
     ckpt.save(it, ts, state_meta)
 
-  while True:
-    env_steps = int(np.asarray(ts.env_steps)[0])
-    if stop.signal:
-      status = f"stopped by signal {stop.signal}"
-      save()
-      log(f"{status}: checkpoint saved at iteration {it} ({env_steps} env steps per seed)")
-      break
-    if env_steps >= tc.total_env_steps:
-      break
-    if tc.max_wall_s and wall >= tc.max_wall_s:
-      status = "wall_time"
-      break
-    t0 = time.time()
-    ts, m = runner.iteration(ts)
-    m = jax.device_get(m)
-    it += 1
-    wall += time.time() - t0
-    env_steps = int(np.asarray(ts.env_steps)[0])
-    if bar is not None:
-      bar.update(per_it)
-    if it % 10 == 0 or it == 1:
-      writer.write({"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
-                    **{k: float(np.mean(v)) for k, v in m.items()}})
-    if env_steps >= next_eval or env_steps >= tc.total_env_steps:
-      next_eval += tc.eval_every_steps
-      t0 = time.time()
-      ev = jax.device_get(runner.evaluate(ts.params, ts.obs_stats, jax.random.split(jax.random.PRNGKey(10_000 + it),
-                                                                                    tc.num_seeds)))
-      eval_s = time.time() - t0
-      last_eval = {"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
-                   "eval_success_rate": float(np.mean(ev["success_rate"])),
-                   "eval_success_rate_per_seed": [float(x) for x in ev["success_rate"]],
-                   "eval_return": float(np.mean(ev["return"])),
-                   "eval_peak_force_n": float(np.mean(ev["peak_force_n"])),
-                   "eval_insertion_time_s": float(np.nanmean(ev["insertion_time_s"]))
-                   if np.isfinite(ev["insertion_time_s"]).any() else None,
-                   "eval_return_per_seed": [float(x) for x in ev["return"]],
-                   "eval_insertion_time_s_per_seed": [float(x) if np.isfinite(x) else None for x in
-                                                      ev["insertion_time_s"]],
-                   "eval_peak_force_n_per_seed": [float(x) for x in ev["peak_force_n"]],
-                   "eval_episodes": int(np.sum(ev["episodes"])), "eval_s": eval_s}
-      writer.write(last_eval)
-      if bar is not None:
-        bar.set_postfix(success=f"{last_eval['eval_success_rate']:.2f}", stage=stage)
-      else:
-        log(f"env steps {env_steps}: eval success {last_eval['eval_success_rate']:.3f}, "
-            f"return {last_eval['eval_return']:.2f}")
-      ret = last_eval["eval_return"]
-      stale = 0 if ret > best_return + cfg.pead.plateau_min_delta else stale + 1
-      best_return = max(best_return, ret)
-      if tc.target_success and min(last_eval["eval_success_rate_per_seed"]) >= tc.target_success:
-        status = "target_reached"
+  try:
+    while True:
+      env_steps = int(np.asarray(ts.env_steps)[0])
+      if stop.signal:
+        status = f"stopped by signal {stop.signal}"
         save()
+        log(f"{status}: checkpoint saved at iteration {it} ({env_steps} env steps per seed)")
         break
-      # PEAD switch
-      if stage + 1 < len(stages):
-        due = (env_steps >= switch_at[stage]) if cfg.pead.switch == "steps" else (stale >= cfg.pead.plateau_patience)
-        if due:
-          stage += 1
-          runner = get_runner(cfg, stage)
-          ts = _extend(cfg, ts, stage - 1, stage, runner.env)
-          stale, best_return = 0, -np.inf
-          log(f"PEAD: stage {stage} ({stages[stage] or 'one output per axis'}) at {env_steps} env steps")
-          writer.write({"step": it, "env_steps": env_steps, "pead_switch_to_stage": stage})
-    if env_steps >= next_ckpt:
-      next_ckpt += tc.checkpoint_every_steps
-      save()
-  save()
+      if env_steps >= tc.total_env_steps:
+        break
+      if tc.max_wall_s and wall >= tc.max_wall_s:
+        status = "wall_time"
+        break
+      t0 = time.time()
+      ts, m = runner.iteration(ts)
+      m = jax.device_get(m)
+      it += 1
+      wall += time.time() - t0
+      env_steps = int(np.asarray(ts.env_steps)[0])
+      if bar is not None:
+        bar.update(per_it)
+      if it % 10 == 0 or it == 1:
+        writer.write({"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
+                      **{k: float(np.mean(v)) for k, v in m.items()}})
+      if env_steps >= next_eval or env_steps >= tc.total_env_steps:
+        next_eval += tc.eval_every_steps
+        t0 = time.time()
+        ev = jax.device_get(runner.evaluate(ts.params, ts.obs_stats, jax.random.split(jax.random.PRNGKey(10_000 + it),
+                                                                                      tc.num_seeds)))
+        eval_s = time.time() - t0
+        last_eval = {"step": it, "env_steps": env_steps, "stage": stage, "wall_s": wall,
+                     "eval_success_rate": float(np.mean(ev["success_rate"])),
+                     "eval_success_rate_per_seed": [float(x) for x in ev["success_rate"]],
+                     "eval_return": float(np.mean(ev["return"])),
+                     "eval_peak_force_n": float(np.mean(ev["peak_force_n"])),
+                     "eval_insertion_time_s": float(np.nanmean(ev["insertion_time_s"]))
+                     if np.isfinite(ev["insertion_time_s"]).any() else None,
+                     "eval_return_per_seed": [float(x) for x in ev["return"]],
+                     "eval_insertion_time_s_per_seed": [float(x) if np.isfinite(x) else None for x in
+                                                        ev["insertion_time_s"]],
+                     "eval_peak_force_n_per_seed": [float(x) for x in ev["peak_force_n"]],
+                     "eval_episodes": int(np.sum(ev["episodes"])), "eval_s": eval_s}
+        writer.write(last_eval)
+        if bar is not None:
+          bar.set_postfix(success=f"{last_eval['eval_success_rate']:.2f}", stage=stage)
+        else:
+          log(f"env steps {env_steps}: eval success {last_eval['eval_success_rate']:.3f}, "
+              f"return {last_eval['eval_return']:.2f}")
+        ret = last_eval["eval_return"]
+        stale = 0 if ret > best_return + cfg.pead.plateau_min_delta else stale + 1
+        best_return = max(best_return, ret)
+        if tc.target_success and min(last_eval["eval_success_rate_per_seed"]) >= tc.target_success:
+          status = "target_reached"
+          save()
+          break
+        # PEAD switch
+        if stage + 1 < len(stages):
+          due = (env_steps >= switch_at[stage]) if cfg.pead.switch == "steps" else (stale >= cfg.pead.plateau_patience)
+          if due:
+            stage += 1
+            runner = get_runner(cfg, stage)
+            ts = _extend(cfg, ts, stage - 1, stage, runner.env)
+            stale, best_return = 0, -np.inf
+            log(f"PEAD: stage {stage} ({stages[stage] or 'one output per axis'}) at {env_steps} env steps")
+            writer.write({"step": it, "env_steps": env_steps, "pead_switch_to_stage": stage})
+      if env_steps >= next_ckpt:
+        next_ckpt += tc.checkpoint_every_steps
+        save()
+    save()
+  except _NotFinite as e:
+    steps = ckpt.steps()
+    status = (f"stopped: the parameters or optimiser state are not finite at iteration {e.args[0]} (not saved; "
+              + (f"last good checkpoint: iteration {steps[-1]})" if steps else "no checkpoint was saved)"))
+    log(status)
   return status, it, ts, stage, wall, last_eval
+
+
+class _NotFinite(Exception):
+  """Raised by the loop's save when the state to save is not finite (the iteration in args[0])."""
 
 
 def exit_if_signalled(summary: dict) -> None:
@@ -302,6 +314,8 @@ def main(argv):
   summary = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   print(json.dumps(summary))
   exit_if_signalled(summary)
+  if summary["status"].startswith("stopped:"):  # e.g. a non-finite policy (not saved): not a success
+    raise SystemExit(3)
 
 
 if __name__ == "__main__":

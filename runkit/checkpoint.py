@@ -66,6 +66,18 @@ def _quiet_absl():
     logging.set_verbosity(old)
 
 
+@jax.jit
+def _all_finite(leaves) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(tree) -> bool:
+  """True when every floating-point leaf of `tree` is finite (one jitted reduction): checked before a state is
+  saved, so that no checkpoint ever holds NaN or inf parameters."""
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return bool(_all_finite(leaves)) if leaves else True
+
+
 class CorruptCheckpoint(RuntimeError):
   pass
 

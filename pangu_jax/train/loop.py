@@ -21,7 +21,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -37,7 +36,7 @@ from pangu_jax.train.state import (
   make_train_step,
 )
 from runkit.atomic import atomic_write
-from runkit.checkpoint import Checkpointer
+from runkit.checkpoint import Checkpointer, all_finite
 from runkit.lock import WorkdirLock
 from runkit.metrics import MetricsWriter
 
@@ -58,13 +57,6 @@ class _StopFlag:
 
   def __call__(self, signum, frame):
     self.signal = signum
-
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  """True when every float leaf of `tree` is finite: one reduction, run before a state is saved."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _kept(ckpt) -> str:
@@ -172,7 +164,7 @@ def _train(cfg, workdir: str, *, inject_nan_at, progress: bool, log) -> dict:
       in_skip_streak = int(state["skips"]) > 0  # never checkpoint in the middle of a run of non-finite steps
       saved = False
       if (done % t.checkpoint_every == 0 or done == t.steps or stop.signal or out_of_time) and not in_skip_streak:
-        if not bool(_all_finite({"params": state["params"], "opt_state": state["opt_state"]})):
+        if not all_finite({"params": state["params"], "opt_state": state["opt_state"]}):
           status = (f"stopped: the parameters or optimiser state are not finite after step {done} (not saved; "
                     f"{_kept(ckpt)})")
           log(status)

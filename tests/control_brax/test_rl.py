@@ -217,3 +217,21 @@ def test_sigterm_saves_and_exits_143_then_resumes(tmp_path):
   assert done.returncode == 0, done.stderr
   assert f"resumed from iteration {it} (stage 0, {64 * it} env steps per seed)" in done.stderr, done.stderr
   assert json.loads(done.stdout.strip().splitlines()[-1])["env_steps"] == 64 * it
+
+
+@pytest.mark.slow
+def test_a_non_finite_policy_is_never_saved(tmp_path):
+  """NaN parameters (as a diverged update would leave them): the first checkpoint is refused, the run stops with a
+  line that says no checkpoint was saved, and the workdir holds no step (issue 25 item 4, the RL trainer)."""
+  import dataclasses
+
+  from control_brax.train import train
+
+  poison = lambda runner, ts: dataclasses.replace(ts, params=jax.tree.map(lambda a: a * jnp.nan, ts.params))
+  lines = []
+  summary = train(_tiny(num_seeds=1), str(tmp_path), log=lines.append, progress=False, init_hook=poison)
+  assert summary["status"].startswith("stopped: the parameters or optimiser state are not finite at iteration")
+  assert "no checkpoint was saved" in summary["status"] and summary["status"] in lines
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3, read_only=True)
+  assert ckpt.steps() == []
+  ckpt.close()
