@@ -18,7 +18,7 @@ def test_tokenizer_study_smoke(tmp_path):
   runs = {r["tokenizer"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])["runs"]}
   assert set(runs) == {"byte", "bpe"} and runs["bpe"]["vocab_size"] == 300
   # a byte token is one byte (a character cut at a window edge decodes to a 3-byte replacement character)
-  assert abs(runs["byte"]["bytes_per_token"] - 1.0) < 2e-3 and runs["bpe"]["bytes_per_token"] > 1.5
+  assert abs(runs["byte"]["bytes_per_token"] - 1.0) < 2e-3 and runs["bpe"]["bytes_per_token"] > 1.2  # 44 merges
   for r in runs.values():
     assert 0 < r["bits_per_byte"] < 16 and r["train_tokens_seen"] == runs["byte"]["train_tokens_seen"]
   # whole windows of the same validation documents: the two cover nearly the same bytes
