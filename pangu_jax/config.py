@@ -19,6 +19,11 @@ MODEL_SCHEMA = {
     "num_dense_layers": Field(int, 1, lo=0, doc="first layers with a dense FFN instead of MoE"),
     "hidden_size": Field(int, 128, lo=1),
     "num_heads": Field(int, 4, lo=1),
+    "attention": Field(str, "mla", choices=("mla", "gqa"), doc="attention: mla = multi-head latent attention "
+                       "(DeepSeek-V3's, the q_lora / kv_lora / qk_* / v_head_dim fields); gqa = grouped-query "
+                       "attention (num_kv_heads, head_dim)"),
+    "num_kv_heads": Field(int, 2, lo=1, doc="gqa: key/value heads (must divide num_heads; = num_heads is MHA)"),
+    "head_dim": Field(int, 32, lo=2, doc="gqa: per-head dim of q, k and v (even: RoPE rotates all of it)"),
     "q_lora_rank": Field(int, 64, lo=0, doc="0 = no query compression"),
     "kv_lora_rank": Field(int, 32, lo=1),
     "qk_nope_head_dim": Field(int, 32, lo=1),
@@ -131,6 +136,18 @@ def base_config() -> ml_collections.ConfigDict:
   return defaults(SCHEMA)
 
 
+def _attention_checks(m) -> None:
+  """The GQA fields (only read when `attention="gqa"`)."""
+  if m.attention != "gqa":
+    return
+  if m.num_heads % m.num_kv_heads:
+    divisors = ", ".join(str(d) for d in range(1, m.num_heads + 1) if m.num_heads % d == 0)
+    raise ConfigError(f"config.model.num_kv_heads: {m.num_kv_heads} must divide model.num_heads ({m.num_heads}); "
+                      f"allowed: {divisors}")
+  if m.head_dim % 2:
+    raise ConfigError(f"config.model.head_dim: {m.head_dim} must be even; allowed: even integer >= 2")
+
+
 def _cross_checks(cfg) -> None:
   m = cfg.model
   if m.num_dense_layers > m.num_layers:
@@ -154,6 +171,7 @@ def _cross_checks(cfg) -> None:
                       f"({m.topk_groups * per_group})")
   if m.qk_rope_head_dim % 2:
     raise ConfigError(f"config.model.qk_rope_head_dim: {m.qk_rope_head_dim} must be even; allowed: even integer >= 2")
+  _attention_checks(m)
   t = cfg.train
   if t.seq_len > m.max_seq_len:
     raise ConfigError(
@@ -185,4 +203,4 @@ def validate_config(cfg):
 
 def validate_model(model_cfg):
   """Validates only a `config.model` section (for library use without a trainer)."""
-  return validate(model_cfg, MODEL_SCHEMA, root="config.model")
+  return validate(model_cfg, MODEL_SCHEMA, checks=(_attention_checks,), root="config.model")

@@ -3,8 +3,9 @@
 Per token, forward + backward = 3 x forward:
   matmuls    2 x activated matmul parameters (attention projections, dense FFNs, router, shared experts,
              top_k routed experts, output head; the embedding lookup is not a matmul), forward;
-  attention  scores and values: 2 x H x (qk_nope + qk_rope + v) x S per token per layer, halved for causal
-             masking (our convention: causal = half of the full S x S work), forward.
+  attention  scores and values: 2 x H x (qk_nope + qk_rope + v) x S per token per layer (GQA:
+             2 x H x (head_dim + head_dim) x S), halved for causal masking (our convention: causal = half of the
+             full S x S work), forward.
 MTP modules are counted when `include_mtp` (they are real training work; the paper's MFU is for the main
 model, so the simulator's paper comparison passes include_mtp=False). Recomputation is never counted.
 """
@@ -28,8 +29,12 @@ def matmul_params_per_token(cfg_model, include_mtp: bool = True) -> float:
 
 def attention_flops_per_token(cfg_model, seq_len: int, include_mtp: bool = True) -> float:
   layers = cfg_model.num_layers + (cfg_model.mtp_depth if include_mtp else 0)
-  per_layer = 2 * cfg_model.num_heads * (cfg_model.qk_nope_head_dim + cfg_model.qk_rope_head_dim
-                                        + cfg_model.v_head_dim) * seq_len * 0.5
+  m = cfg_model
+  if getattr(m, "attention", "mla") == "gqa":
+    qk_plus_v = m.head_dim + m.head_dim
+  else:
+    qk_plus_v = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
+  per_layer = 2 * m.num_heads * qk_plus_v * seq_len * 0.5
   return layers * per_layer
 
 

@@ -223,11 +223,19 @@ def model_config_from_hf(hf: dict) -> tuple[dict, HFFormat]:
   return model, HFFormat(layout=mt, rope_interleave=interleave, fp8_block=block, dtype=dtype)
 
 
+def _check_mla(cfg_model, what: str) -> None:
+  """Both layouts' attention is MLA: a GQA model is one line, before any work."""
+  if getattr(cfg_model, "attention", "mla") != "mla":
+    raise HFCheckpointError(f"config.model.attention={cfg_model.attention!r} cannot be {what} (the deepseek_v3 and "
+                            "pangu_ultra_moe layouts have MLA attention only)")
+
+
 def hf_config(cfg_model, *, rope_interleave: bool = True) -> dict:
   """Our model config -> config.json (deepseek_v3 without the sandwich norm, pangu_ultra_moe with it). A field the
   layout cannot express raises one line."""
   m = cfg_model
   layout = "pangu_ultra_moe" if m.sandwich_norm else "deepseek_v3"
+  _check_mla(m, f"written as {layout}")
   if m.router_score != "sigmoid":
     raise HFCheckpointError(f"config.model.router_score={m.router_score!r} cannot be written as {layout} (its "
                             "routers are sigmoid)")
@@ -278,6 +286,9 @@ class Slot:
 ATTN = {"q_a": ("q_a_proj", "linear"), "q_b": ("q_b_proj", "q_rope"), "q": ("q_proj", "q_rope"),
         "kv_a": ("kv_a_proj_with_mqa", "kv_rope"), "kv_b": ("kv_b_proj", "linear"), "o": ("o_proj", "linear"),
         "q_a_norm": ("q_a_layernorm", "copy"), "kv_a_norm": ("kv_a_layernorm", "copy")}
+# GQA attention (no HF directory: `hf_config` refuses it; these names are the exporter's torch-layout state_dict,
+# Llama's, in our 'half' RoPE layout, which is also Llama's rotate_half).
+ATTN_GQA = {"q": ("q_proj", "linear"), "k": ("k_proj", "linear"), "v": ("v_proj", "linear"), "o": ("o_proj", "linear")}
 
 
 def block_norm_names(sandwich: bool) -> dict[str, str]:
@@ -290,8 +301,9 @@ def block_norm_names(sandwich: bool) -> dict[str, str]:
 def _block_slots(shapes: dict, path: tuple, j: int, pre: str, sandwich: bool) -> Iterator[Slot]:
   for ours, theirs in block_norm_names(sandwich).items():
     yield Slot(f"{pre}{theirs}.weight", path + (ours,), (j,), "copy")
+  table = ATTN_GQA if "k" in shapes["attn"] else ATTN
   for ours in shapes["attn"]:
-    theirs, kind = ATTN[ours]
+    theirs, kind = table[ours]
     yield Slot(f"{pre}self_attn.{theirs}.weight", path + ("attn", ours), (j,), kind)
 
   def mlp(where, p, index):
@@ -394,7 +406,12 @@ def hf_tensors(params, cfg_model, *, rope_interleave: bool = True) -> Iterator[t
   router bias, which stays float32)."""
   import ml_dtypes  # noqa: PLC0415
 
-  for s in slots(_shape_tree(params), bool(cfg_model.sandwich_norm)):
+  shapes = _shape_tree(params)
+  stack = shapes.get("moe_layers") or shapes.get("dense_layers")
+  if rope_interleave and stack is not None and "k" in stack["attn"]:
+    raise HFCheckpointError("a GQA model's weights have no interleaved-RoPE layout here (DeepSeek-V3's); use the "
+                            "half layout (rope_interleave=False)")
+  for s in slots(shapes, bool(cfg_model.sandwich_norm)):
     if s.kind == "bias":
       yield s.name, np.zeros((np.shape(_get(params, s.path))[-1],), np.float32)
       continue
@@ -572,6 +589,7 @@ def import_params(reader: HFReader, cfg_model, fmt: HFFormat, log=None) -> dict:
 
   from pangu_jax.model import transformer  # noqa: PLC0415
 
+  _check_mla(cfg_model, "read from a Hugging Face directory")
   torch = _torch()
   abstract = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), cfg_model))
   # Our init's dtypes: `param_dtype`, except the router and its bias, which stay float32.

@@ -16,6 +16,7 @@ Region -> op:
   grouped_matmul    npu_grouped_matmul([x], [w], group_list=counts, group_list_type=1, split_item=2)[0]
   moe_unpermute     npu_moe_finalize_routing(rows, None, None, None, weights, src_to_dst, None)
   attention_core    npu_fusion_attention(q, k, v, head_num, "BSND", atten_mask=causal, scale=)[0]
+                    (GQA too: k and v keep their num_kv_heads heads; the op groups query heads over them)
 """
 
 from __future__ import annotations

@@ -134,9 +134,17 @@ def npu_fusion_attention(query, key, value, head_num, input_layout, pse=None, pa
                          inner_precise=0, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None,
                          sparse_mode=0, gen_mask_parallel=True, sync=False):
   """-> (attention_out, softmax_max, softmax_sum, softmax_out, seed, offset, numels). Layout "BSND" only;
-  atten_mask: True = masked out (broadcast to (B, N, S, T)); value may have a different head dim."""
+  atten_mask: True = masked out (broadcast to (B, N, S, T)); value may have a different head dim. GQA: key and
+  value may have N_kv heads, N_kv dividing head_num; query head n reads key/value head n // (head_num / N_kv)
+  (the op-plugin's grouping)."""
   if input_layout != "BSND":
     raise NotImplementedError(f"npu_fusion_attention reference: layout {input_layout!r} (only 'BSND')")
+  n_kv = key.shape[2]
+  if head_num % n_kv or value.shape[2] != n_kv:
+    raise ValueError(f"npu_fusion_attention: {n_kv} key / {value.shape[2]} value heads for head_num {head_num}")
+  if n_kv != head_num:
+    key = key.repeat_interleave(head_num // n_kv, dim=2)
+    value = value.repeat_interleave(head_num // n_kv, dim=2)
   scores = torch.einsum("bsnd,btnd->bnst", query.float(), key.float()) * scale
   if atten_mask is not None:
     scores = scores.masked_fill(atten_mask.bool(), float("-inf"))

@@ -1,4 +1,4 @@
-"""Generation with the compressed KV cache: greedy, sampled, and MTP self-speculative.
+"""Generation with the KV cache (MLA: compressed; GQA: per head): greedy, sampled, and MTP self-speculative.
 
 Plain generation prefills the prompt, then runs every new token through one
 `lax.scan` under a single `jit`.

@@ -9,7 +9,7 @@ Parameters (nested dicts of arrays):
   mtp          multi-token-prediction modules, stacked on a leading depth axis
 
 A block (layer order as in Huawei's code):
-  h = x + post_attn_norm(MLA(attn_norm(x)))
+  h = x + post_attn_norm(Attention(attn_norm(x)))   (MLA or GQA: `config.model.attention`)
   y = h + post_mlp_norm(FFN_or_MoE(mlp_norm(h)))
 With `sandwich_norm=False` the post norms are absent (plain pre-norm).
 With the depth-scaled sandwich norm (DSSN) the post-norm gammas start at
@@ -63,7 +63,7 @@ def init_block(key: jax.Array, cfg, kind: str) -> dict:
   dt = param_dtype(cfg)
   d, L = cfg.hidden_size, cfg.num_layers
   k_attn, k_ffn = jax.random.split(key)
-  p = {"attn": attention.init_mla(k_attn, cfg, dt), "attn_norm": logical(jnp.ones((d,), dt), "embed"),
+  p = {"attn": attention.init_attention(k_attn, cfg, dt), "attn_norm": logical(jnp.ones((d,), dt), "embed"),
        "mlp_norm": logical(jnp.ones((d,), dt), "embed")}
   if cfg.sandwich_norm:
     p["post_attn_norm"] = logical(jnp.full((d,), cfg.dssn_c_attn / math.sqrt(L), dt), "embed")
@@ -140,9 +140,9 @@ def block(p: dict, x: jax.Array, cfg, *, positions=None, cache=None, start=None,
   eps = cfg.norm_eps
   h = rms_norm(x, p["attn_norm"], eps)
   if cache is None:
-    a, new_cache = attention.mla(p["attn"], h, positions, cfg), None
+    a, new_cache = attention.attend(p["attn"], h, positions, cfg), None
   else:
-    a, new_cache = attention.mla_cached(p["attn"], h, cache, start, cfg)
+    a, new_cache = attention.attend_cached(p["attn"], h, cache, start, cfg)
   if "post_attn_norm" in p:
     a = rms_norm(a, p["post_attn_norm"], eps)
   x = x + a
@@ -224,11 +224,12 @@ def mtp_heads(params: dict, x: jax.Array, tokens: jax.Array, positions: jax.Arra
   return jnp.stack(outs)
 
 
-# ----------------------------------------------------------------------------- inference with a compressed cache
+# ----------------------------------------------------------------------------- inference with a KV cache
 
 
 def init_cache(cfg, batch: int, max_len: int) -> dict:
-  """Empty caches for every layer (stacked like the parameters) and the first MTP module."""
+  """Empty caches for every layer (stacked like the parameters) and the first MTP module (MLA: the compressed
+  cache; GQA: k and v per head)."""
   dt = compute_dtype(cfg)
 
   def stack(n):

@@ -19,7 +19,8 @@ There is always a mesh: on one device every axis has size 1 and the trainer runs
 Parameter sharding (our definitions): every parameter is created with a logical name per dim, declared where it
 is initialised (`pangu_jax.model.init.Logical`; `transformer.param_axes` collects them), e.g. the embedding
 ("vocab", "embed"), a routed expert weight ("moe_layers", "experts", "expert_mlp", "embed"). One table, `RULES`,
-maps each logical axis to the mesh axes that split it (None: replicated): `vocab`, `heads`, `mlp`, `expert_mlp`
+maps each logical axis to the mesh axes that split it (None: replicated): `vocab`, `heads`, `kv_heads` (GQA's
+key/value heads; `check_fits` asks that tp divide num_kv_heads, so each device holds whole heads), `mlp`, `expert_mlp`
 (routed w_out's ffn dim), the latents as produced (`q_lora`, `kv_lora`) and `mtp_in` over `tensor`; `experts`
 over the EP axes (with TP-extend-EP also over `tensor`, and `expert_mlp` whole: `rules`); `moe_layers` over
 `stage`; the model width (norm gammas included), the router's expert dim and the rest replicated. A
@@ -102,6 +103,10 @@ def check_fits(cfg, layout: Layout, num_devices: int | None = None) -> None:
     raise ConfigError(f"config.parallel: data x stage x expert x tensor = {' x '.join(map(str, layout.shape))} = "
                       f"{layout.num_devices} devices, but {n} are available (on CPU, simulate more with "
                       f"XLA_FLAGS=--xla_force_host_platform_device_count={layout.num_devices})")
+  m = cfg.model
+  if getattr(m, "attention", "mla") == "gqa" and m.num_kv_heads % layout.tensor:
+    raise ConfigError(f"config.model.num_kv_heads: {m.num_kv_heads} must be divisible by config.parallel.tensor "
+                      f"({layout.tensor}): GQA shards whole key/value heads over tp")
   e = cfg.model.num_routed_experts
   if e % layout.expert_shards:
     raise ConfigError(f"config.model.num_routed_experts: {e} must be divisible by the {layout.expert_shards} devices "
@@ -135,6 +140,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "kv_lora": "tensor",  # kv_a's latent | rotary key columns, and the latent's norm
     "kv_lora_in": None,
     "heads": "tensor",  # heads x head dim: q_b / q / kv_b columns (column-parallel), o rows (row-parallel)
+    "kv_heads": "tensor",  # GQA: key/value heads x head dim, k / v columns (column-parallel; check_fits: G % tp)
     # FFN: dense layers and shared experts
     "mlp": "tensor",  # the ffn dim: w_in's fused gate|up columns, w_out's rows
     "mtp_in": "tensor",  # the MTP projection's input [norm(h); norm(e)] (row-parallel)

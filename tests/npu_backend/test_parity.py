@@ -21,6 +21,7 @@ VARIANTS = {
     "sigmoid+no_bias+capacity": dict(router_bias=False, moe_impl="capacity", capacity_factor=4.0),
     "no_dense_first+no_q_lora+mtp2": dict(num_dense_layers=0, q_lora_rank=0, mtp_depth=2),
     "sigmoid+no_renorm": dict(norm_topk_prob=False, routed_scaling_factor=2.5),
+    "gqa": dict(attention="gqa", num_heads=4, num_kv_heads=2, head_dim=8),
 }
 
 
@@ -136,3 +137,14 @@ def test_reference_op_conventions():
   np.testing.assert_allclose(a[:3].numpy(), (xs[:3] @ w[0]).numpy(), rtol=1e-6)
   y, rstd = reference.npu_rms_norm(x, torch.ones(8), epsilon=1e-6)
   np.testing.assert_allclose(rstd.numpy()[:, 0], 1 / np.sqrt((x.numpy() ** 2).mean(-1) + 1e-6), rtol=1e-5)
+
+
+def test_reference_fusion_attention_groups_query_heads_like_sdpa():
+  """GQA through the fused op's reference: key/value with fewer heads, grouped as torch's enable_gqa groups them."""
+  g = torch.Generator().manual_seed(0)
+  q, k, v = (torch.randn(2, 5, n, 8, generator=g, dtype=torch.float64) for n in (6, 2, 2))
+  mask = torch.ones(5, 5, dtype=torch.bool).triu(1)
+  got = reference.npu_fusion_attention(q, k, v, 6, "BSND", atten_mask=mask, scale=0.3)[0]
+  want = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                          is_causal=True, enable_gqa=True, scale=0.3).transpose(1, 2)
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=2e-6)  # the reference computes in fp32

@@ -463,3 +463,35 @@ def test_imported_workdir_fine_tunes_exports_and_passes_parity(tmp_path):
   assert rel_l2(jax_logits_and_experts(params, tuned.model, tokens)[0], hf_logits_and_experts(model, tokens)[0]) <= 1e-5
   par = run("npu_backend.parity", f"--workdir={wd}", "--batch=2", "--seq_len=8", "--json")
   assert par.returncode == 0, par.stdout[-2000:] + par.stderr[-2000:]
+
+
+def test_gqa_model_is_one_line_both_ways_and_exports_llama_names(tmp_path):
+  """DeepSeek-V3 / openPangu directories have MLA attention: a GQA model is refused in one line before any work
+  (export: before the graph is traced or the directory made; import: before a tensor is read). The exporter's
+  torch-layout state_dict names GQA weights as Llama does (q/k/v/o_proj, rotate-half layout)."""
+  from npu_backend.export.model import export_to_dir  # noqa: PLC0415
+  from npu_backend.weights import to_torch_layout  # noqa: PLC0415
+  from pangu_jax.params import abstract_params  # noqa: PLC0415
+
+  cfg = base_config()
+  cfg.model = our_model_cfg(attention="gqa", num_kv_heads=1, head_dim=8)
+  want = r"^config\.model\.attention='gqa' cannot be .* \(the deepseek_v3 and pangu_ultra_moe layouts have MLA"
+  for sandwich in (False, True):
+    cfg.model.sandwich_norm = sandwich
+    with pytest.raises(hf.HFCheckpointError, match=want):
+      hf.hf_config(cfg.model)
+  rng = np.random.default_rng(0)  # random arrays of the model's shapes (an init would cost seconds of eager ops)
+  params = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32), abstract_params(cfg.model))
+  with pytest.raises(hf.HFCheckpointError, match=want):
+    export_to_dir(cfg, params, str(tmp_path / "out"), 1, 4)
+  assert not (tmp_path / "out").exists()
+  with pytest.raises(hf.HFCheckpointError, match=want):
+    hf.import_params(None, cfg.model, None)
+  names = to_torch_layout(params, cfg.model)
+  d = cfg.model.hidden_size
+  assert names["model.layers.1.self_attn.k_proj.weight"].shape == (8, d)
+  assert names["model.layers.1.self_attn.q_proj.weight"].shape == (2 * 8, d)
+  o = params["dense_layers"]["attn"]["o"][0]
+  np.testing.assert_array_equal(names["model.layers.0.self_attn.o_proj.weight"], o.T)
+  with pytest.raises(hf.HFCheckpointError, match="GQA"):
+    to_torch_layout(params, cfg.model, rope_interleave=True)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from conftest import small_model_cfg
 
-from pangu_jax.model import decode, transformer
+from pangu_jax.model import attention, decode, transformer
+
+GQA = dict(attention="gqa", num_heads=4, num_kv_heads=2, head_dim=8)
 
 
 def _scaled_params(cfg, seed=0, scale=4.0):
@@ -105,7 +107,8 @@ def test_dssn_output_std_at_init():
   np.testing.assert_allclose(np.sqrt(np.mean(np.square(y))), cfg.dssn_c_mlp / 4.0, rtol=1e-3)
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(q_lora_rank=0, num_dense_layers=0), dict(moe_impl="dense")])
+@pytest.mark.parametrize("variant", [dict(), dict(q_lora_rank=0, num_dense_layers=0), dict(moe_impl="dense"), GQA],
+                         ids=["mla", "mla_no_q_lora", "mla_dense_moe", "gqa"])
 def test_cached_decoding_equals_full_forward(variant):
   cfg = small_model_cfg(**variant)
   params = _scaled_params(cfg, scale=2.0)
@@ -133,8 +136,9 @@ def test_mtp_cached_equals_mtp_forward():
   np.testing.assert_allclose(mlog, out.mtp_logits[0, :, :8], rtol=1e-4, atol=1e-4)
 
 
-def test_greedy_generation_is_argmax_of_full_forward():
-  cfg = small_model_cfg()
+@pytest.mark.parametrize("variant", [dict(), GQA], ids=["mla", "gqa"])
+def test_greedy_generation_is_argmax_of_full_forward(variant):
+  cfg = small_model_cfg(**variant)
   params = _scaled_params(cfg, scale=2.0)
   prompt = _tokens(cfg, b=2, s=5)
   out = decode.generate(params, prompt, cfg, 6)
@@ -195,3 +199,93 @@ def test_remat_policies_leave_gradients_unchanged(remat):
   g1 = jax.jit(jax.grad(lambda p: loss(p, remat)))(params)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _rope_f64(x, pos, theta):
+  """Rotate-half RoPE in float64 numpy over the last dim of x (B, S, N, D), positions (S,)."""
+  d = x.shape[-1]
+  ang = pos[:, None] * theta ** (-np.arange(0, d, 2) / d)
+  cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+  rot = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], -1)
+  return x * cos[None, :, None] + rot * sin[None, :, None]
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_gqa_matches_torch_sdpa_with_numpy_rope(kv_heads):
+  """Our GQA (module docstring of pangu_jax.model.attention) against torch's scaled_dot_product_attention(
+  is_causal=True, enable_gqa=True) in float64, RoPE applied in numpy: MQA, GQA and MHA."""
+  import torch  # noqa: PLC0415
+
+  cfg = small_model_cfg(**{**GQA, "num_kv_heads": kv_heads})
+  p = jax.tree.map(lambda a: a * 8.0, transformer.init_params(jax.random.key(0), cfg)["moe_layers"]["attn"])
+  p = jax.tree.map(lambda a: a[0], p)
+  b, s, h, hd = 2, 7, cfg.num_heads, cfg.head_dim
+  x = jax.random.normal(jax.random.key(1), (b, s, cfg.hidden_size))
+  got = attention.gqa(p, x, jnp.broadcast_to(jnp.arange(s), (b, s)), cfg)
+  xn, w = np.asarray(x, np.float64), {k: np.asarray(v, np.float64) for k, v in p.items()}
+  q = _rope_f64((xn @ w["q"]).reshape(b, s, h, hd), np.arange(s), cfg.rope_theta)
+  k = _rope_f64((xn @ w["k"]).reshape(b, s, kv_heads, hd), np.arange(s), cfg.rope_theta)
+  v = (xn @ w["v"]).reshape(b, s, kv_heads, hd)
+  t = lambda a: torch.from_numpy(a).transpose(1, 2)  # (B, N, S, D)
+  o = torch.nn.functional.scaled_dot_product_attention(t(q), t(k), t(v), is_causal=True, enable_gqa=True,
+                                                       scale=hd**-0.5)
+  want = o.transpose(1, 2).reshape(b, s, h * hd).numpy() @ w["o"]
+  got = np.asarray(got, np.float64)
+  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6  # float32 against float64
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_gqa_yarn_rotates_the_whole_head_and_corrects_the_softmax_scale():
+  """Under YaRN, GQA's rotary frequencies cover head_dim and the softmax scale is 1/sqrt(head_dim) x m(s, a)^2
+  (the cos/sin factor m(s, mscale) / m(s, mscale_all_dim) is 1 here: mscale = mscale_all_dim)."""
+  cfg = small_model_cfg(**GQA, rope_scaling="yarn", rope_factor=4.0, rope_mscale=1.0, rope_mscale_all_dim=1.0,
+                        rope_original_max_len=16)
+  inv, factor = attention.rope_frequencies(cfg)
+  assert inv.shape == (cfg.head_dim // 2,) and factor == 1.0
+  assert attention.softmax_scale(cfg) == pytest.approx(cfg.head_dim**-0.5 * (0.1 * math.log(4.0) + 1) ** 2)
+  cos, _ = attention.rope_tables(jnp.arange(5)[None], cfg)
+  assert cos.shape == (1, 5, cfg.head_dim)
+
+
+def test_gqa_init_params_and_flops():
+  """TinyInit std for q, k, v, o; count_params from the tree; attention FLOPs use H x (head_dim + head_dim)."""
+  from pangu_jax import flops  # noqa: PLC0415
+  from pangu_jax.model.init import unbox  # noqa: PLC0415
+  from pangu_jax.params import count_params  # noqa: PLC0415
+
+  cfg = small_model_cfg(**GQA, hidden_size=256, num_layers=4)
+  a = {k: v[None] for k, v in unbox(attention.init_attention(jax.random.key(0), cfg, jnp.float32)).items()}
+  d, h, g, hd = 256, 4, 2, 8
+  assert {k: v.shape[1:] for k, v in a.items()} == {"q": (d, h * hd), "k": (d, g * hd), "v": (d, g * hd),
+                                                     "o": (h * hd, d)}
+  for name, w in a.items():
+    np.testing.assert_allclose(np.std(w), math.sqrt(1 / (2 * 256 * 4)), rtol=0.05, err_msg=name)
+  c = count_params(cfg)
+  assert c["breakdown"]["attention"] == cfg.num_layers * (2 * d * h * hd + 2 * d * g * hd)
+  seq = 64
+  layers = cfg.num_layers + cfg.mtp_depth
+  assert flops.attention_flops_per_token(cfg, seq) == layers * 2 * h * (hd + hd) * seq * 0.5
+  mla = small_model_cfg(hidden_size=256, num_layers=4)
+  assert flops.attention_flops_per_token(mla, seq) == layers * 2 * mla.num_heads * (8 + 8 + 8) * seq * 0.5
+
+
+def test_gqa_config_errors_are_one_line():
+  from confspec import ConfigError  # noqa: PLC0415
+  from pangu_jax.config import base_config, validate_config, validate_model  # noqa: PLC0415
+
+  cfg = base_config()
+  cfg.model.update(attention="gqa", num_heads=4, num_kv_heads=3)
+  with pytest.raises(ConfigError, match=r"^config\.model\.num_kv_heads: 3 must divide model\.num_heads \(4\); "
+                     r"allowed: 1, 2, 4$"):
+    validate_config(cfg)
+  with pytest.raises(ConfigError, match=r"^config\.model\.num_kv_heads: 3 must divide"):
+    validate_model(cfg.model)
+  cfg.model.update(num_kv_heads=2, head_dim=7)
+  with pytest.raises(ConfigError, match=r"^config\.model\.head_dim: 7 must be even"):
+    validate_config(cfg)
+  cfg.model.attention = "mha"
+  with pytest.raises(ConfigError, match=r"^config\.model\.attention: 'mha' is not allowed; allowed: one of 'mla', "
+                     r"'gqa'$"):
+    validate_config(cfg)
+  cfg.model.update(attention="mla", num_kv_heads=3)  # the GQA fields are not read under MLA
+  validate_config(cfg)

@@ -339,6 +339,30 @@ def test_a_dim_that_does_not_divide_is_a_one_line_error_naming_weight_and_axis()
     mesh_lib.param_specs(transformer.param_axes(c.model), shapes, lay)
 
 
+def test_gqa_heads_shard_over_tensor_and_kv_heads_must_divide():
+  """GQA: q / k / v columns and o rows split over `tensor` (whole heads); num_kv_heads % tp is one line."""
+  import jax  # noqa: PLC0415
+  from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+  from confspec import ConfigError  # noqa: PLC0415
+  from pangu_jax.model import transformer  # noqa: PLC0415
+  from pangu_jax.parallel import mesh as mesh_lib  # noqa: PLC0415
+
+  c = _model("tiny")
+  c.model.update(attention="gqa", num_heads=4, num_kv_heads=2, head_dim=16)
+  c.parallel.update(tensor=2, expert=2, data=2)
+  lay = mesh_lib.layout_from_config(c.parallel)
+  mesh_lib.check_fits(c, lay, num_devices=8)
+  shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), c.model))
+  specs = mesh_lib.param_specs(transformer.param_axes(c.model), shapes, lay)["moe_layers"]["attn"]
+  assert specs == {"q": P(None, None, "tensor"), "k": P(None, None, "tensor"), "v": P(None, None, "tensor"),
+                   "o": P(None, "tensor")}
+  c.model.num_kv_heads = 1
+  with pytest.raises(ConfigError, match=r"^config\.model\.num_kv_heads: 1 must be divisible by "
+                     r"config\.parallel\.tensor \(2\)"):
+    mesh_lib.check_fits(c, lay, num_devices=8)
+
+
 def test_optimiser_moments_take_their_parameters_shardings():
   import jax  # noqa: PLC0415
   from jax.sharding import PartitionSpec as P  # noqa: PLC0415
