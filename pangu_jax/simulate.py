@@ -7,6 +7,8 @@ Modes (docs/contracts.md):
                                                        --search_arch adds the paper's architecture comparison
   --calibrate --out=FILE                               measure this machine, write a hardware file
   --validate [--json]                                  calibrate, run the real trainer on small configs, compare
+  --published [--published_set=F] [--json]             predict published training runs (configs/published/)
+                                                       and compare: error per row, median, ranking per group
 With --json the last stdout line is one JSON object. See docs/simulator.md.
 """
 
@@ -134,8 +136,34 @@ def _validate_mode():
     print(json.dumps(r))
 
 
+def _published_mode():
+  from pangu_jax.sim.published import DEFAULT_SET, evaluate, load_set  # noqa: PLC0415
+
+  rows = load_set(_PUBLISHED_SET.value or DEFAULT_SET)
+  bar = _bar(len(rows), "published runs")
+  r = evaluate(rows, progress=lambda i, n, row: bar.update(1))
+  bar.close()
+  print(f"{'run':<48} {'hardware':<9} {'devices':>7} {'predicted':>10} {'published':>10} {'ratio':>6} "
+        f"{'memory GB':>10} fits")
+  for row in r["runs"]:
+    print(f"{row['name']:<48} {row['hardware']:<9} {row['devices']:>7} "
+          f"{row['predicted_tokens_per_s_per_device']:>10.0f} {row['published_tokens_per_s_per_device']:>10.0f} "
+          f"{row['ratio']:>6.2f} {row['memory_per_device_gb']:>6.1f}/{row['memory_limit_gb']:<3.0f} {row['fits']}")
+  s = r["summary"]
+  print(f"median |predicted/published - 1| {s['median_abs_error']:.3f} (target <= {s['targets']['median_abs_error']}), "
+        f"largest {s['max_abs_error']:.3f} (target <= {s['targets']['max_abs_error']}); plans that ran predicted to "
+        f"fit: {s['all_ran_fit']}" + (f" (not: {', '.join(s['not_fitting'])})" if s["not_fitting"] else ""))
+  for g, v in s["ranking"].items():
+    print(f"ranking {g}: Spearman rho {v['spearman_rho']:.2f} over {v['rows']} plans")
+  print("meets the targets" if s["meets_targets"] else "misses the targets")
+  if _JSON.value:
+    print(json.dumps(r))
+
+
 def main(argv):
   del argv
+  if _PUBLISHED.value:
+    return _published_mode()
   if _CALIBRATE.value:
     return _calibrate_mode()
   if _VALIDATE.value:
@@ -164,6 +192,8 @@ if __name__ == "__main__":
   _VALIDATE = flags.DEFINE_bool("validate", False, "calibrate, then compare predicted and measured step times")
   _VALIDATE_CONFIGS = flags.DEFINE_list("validate_configs", [], "subset of validation configs (default: all)")
   _DEVICES = flags.DEFINE_integer("calibrate_devices", 8, "simulated CPU devices for the collective benchmarks")
+  _PUBLISHED = flags.DEFINE_bool("published", False, "predict the published training runs and compare")
+  _PUBLISHED_SET = flags.DEFINE_string("published_set", "", "development set (default: configs/published/runs.json)")
   _JSON = flags.DEFINE_bool("json", False, "print one JSON object as the last line")
   _QUICK = flags.DEFINE_bool("quick", False, "with --calibrate: shorter microbenchmarks (smoke runs, noisier figures)")
   _PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr")

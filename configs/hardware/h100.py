@@ -13,6 +13,7 @@ def get_config():
       # NVIDIA H100 SXM datasheet: 989 TFLOPS dense BF16 tensor core; 67 TFLOPS FP32 (non-tensor); TF32
       # tensor 494 TFLOPS dense is what an fp32 matmul uses under XLA's default precision.
       matmul_peak={"bfloat16": 989e12, "float32": 494e12},
+      fp8_peak=1979e12,  # datasheet: 1,979 TFLOPS dense FP8 tensor core
       vector_peak={"bfloat16": 134e12, "float32": 67e12},  # datasheet: FP32 67 TFLOPS; bf16 assumption 2x
       gemm_eff_max=0.75,  # assumption: cuBLAS reaches ~700-750 TFLOPS on large bf16 GEMMs (NVIDIA benchmarks)
       gemm_half_dim=96.0,  # assumption: 128-wide tensor-core tiles (same as ascend_a2.py)

@@ -11,6 +11,7 @@ def get_config():
   return hardware_config(
       name="h200",
       matmul_peak={"bfloat16": 989e12, "float32": 494e12},  # datasheet: 989 TFLOPS BF16 dense, TF32 494 dense
+      fp8_peak=1979e12,  # datasheet: 1,979 TFLOPS dense FP8 tensor core (same SM as H100)
       vector_peak={"bfloat16": 134e12, "float32": 67e12},  # datasheet: FP32 67 TFLOPS; bf16 assumption 2x
       gemm_eff_max=0.75,  # assumption (as h100.py)
       gemm_half_dim=96.0,  # assumption (as h100.py)

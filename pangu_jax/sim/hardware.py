@@ -48,6 +48,7 @@ SCHEMA = {
                                  "for it (XLA:CPU's scanned residuals; 0 = none)"),
     "recompute_ratio": Field(float, 1.0, lo=0, lo_open=True, hi=2,
                              doc="recomputation's cost as a fraction of the forward it repeats"),
+    "fp8_peak": Field(float, 0.0, lo=0, doc="dense FP8 matmul FLOP/s (0 = no FP8 tensor cores; plan.fp8 refused)"),
     "kernels": Field(str, "fused", choices=("fused", "xla_cpu"),
                      doc="fused: flash attention, unpadded grouped matmul; xla_cpu: this repository's CPU lowering"),
 }

@@ -53,48 +53,69 @@ def param_split(cfg_model) -> dict:
 
 
 def layer_activation_bytes(m, plan, kind: str, kernels: str) -> float:
-  """Bytes one layer saves for its backward for one micro-batch on one device, under plan.remat."""
+  """Bytes one layer saves for its backward for one micro-batch on one device, under plan.remat.
+
+  `fine` drops (recomputes) the norm outputs, activation-function outputs and permuted rows; `selective`
+  (DeepSeek-V3's recomputation) also the MLA up-projections' per-head q, k, v, recomputed from the stored
+  latents; under plan.fp8 the inputs of FP8 linear layers are cached in FP8 (1 byte; DeepSeek-V3's
+  low-precision storage). Norm outputs after attention and the FFN exist only with model.sandwich_norm."""
+  from pangu_jax.sim.ops import expert_rows, expert_split, is_gqa, kv_heads_per_device, routed_tokens  # noqa: PLC0415
+
   s = BYTES[plan.dtype]
+  a = 1 if plan.fp8 else s  # a cached input of a linear layer
   t = plan.mbs * plan.seq
   tp = plan.tp
   t_loc = t / tp
   d = m.hidden_size
   h = m.num_heads / tp
-  qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+  norms = 1 + int(bool(m.sandwich_norm))  # norm outputs per sub-layer
   if plan.remat == "full":
     return t_loc * d * s
-  fine = plan.remat in ("fine", "offload")
   keep = 0.0
   drop = 0.0  # what fine-grained recomputation does not keep
+  sel = 0.0  # what selective recomputation also does not keep
   # attention
-  keep += 3 * t_loc * d * s
-  drop += 2 * t_loc * d * s  # norm outputs
-  keep += t * ((m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) * s)
-  drop += t * (m.q_lora_rank + m.kv_lora_rank) * s  # the two low-rank norm outputs
-  keep += t * h * (2 * qk + 2 * m.v_head_dim) * s
+  keep += (1 + norms) * t_loc * d * s  # the layer input, the sub-layer output (+ the post-norm's input)
+  drop += norms * t_loc * d * s
+  if is_gqa(m):
+    kv = kv_heads_per_device(m, tp)
+    keep += t * (h + 2 * kv) * m.head_dim * s + t * h * m.head_dim * a  # q, k, v; the output projection's input
+    qk, v = m.head_dim, m.head_dim
+  else:
+    qk, v = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    keep += t * ((m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) * s)
+    drop += t * (m.q_lora_rank + m.kv_lora_rank) * a  # the two low-rank norm outputs (the up-projections' inputs)
+    keep += t * h * v * a  # the attention output (the output projection's input)
+    sel += t * h * (2 * qk + v) * s  # per-head q, k, v of the up-projections
   if kernels == "fused":
     keep += t * h * 4
   else:
     keep += 2 * plan.mbs * h * plan.seq * plan.seq * 4
   if kind == "dense":
     f = m.dense_ffn_dim / tp
-    keep += 2 * t_loc * d * s + t * 2 * f * s
-    drop += 2 * t_loc * d * s + t * f * s
+    keep += norms * t_loc * d * s + t * 2 * f * s
+    drop += norms * t_loc * d * s + t * f * a
   else:
     k, f = m.top_k, m.expert_ffn_dim
-    extend = plan.tp_extend_ep or tp == 1
-    tl = t_loc if extend else t  # tokens entering this device's MoE layer
-    rows = t_loc * k if extend else t * k / plan.ep  # (token, expert) rows its experts process
-    f_loc = f if extend else f / tp
-    keep += 2 * tl * d * s + tl * m.num_routed_experts * 4 + rows * (2 * f_loc + d) * s
-    drop += 2 * tl * d * s + rows * (f_loc + d) * s  # norm outputs, swiglu output, permuted input
+    split = expert_split(plan)
+    tl = routed_tokens(t, plan, kernels)  # tokens this device routes
+    tn = t_loc if kernels == "fused" else tl  # tokens of its norms
+    rows = expert_rows(t, k, plan)  # (token, expert) rows its experts process
+    f_loc = f / tp if split else f
+    # the SwiGLU inputs (w_in outputs) are cached like a linear layer's input: in FP8 under plan.fp8 (DeepSeek-V3)
+    keep += norms * tn * d * s + tl * m.num_routed_experts * 4 + rows * (2 * f_loc * a + d * s)
+    drop += norms * tn * d * s + rows * (f_loc + d) * a  # norm outputs, swiglu output, permuted input
     if m.num_shared_experts:
-      fs = m.num_shared_experts * f / (1 if extend else tp)
-      keep += tl * 2 * fs * s
-      drop += tl * fs * s
-  total = keep + drop
-  if fine:
+      fs = m.num_shared_experts * f / (tp if split else 1)
+      ts = t if split else tl
+      keep += ts * 2 * fs * a
+      drop += ts * fs * a
+  if plan.remat == "none":
+    total = keep + drop + sel
+  elif plan.remat == "selective":
     total = keep
+  else:
+    total = keep + sel
   if plan.remat == "offload":
     total -= offloaded_bytes(m, plan, kind)
   return total
@@ -104,8 +125,10 @@ def offloaded_bytes(m, plan, kind: str) -> float:
   """Tensors swapped to host under remat='offload' (our choice): the routed experts' w_in outputs."""
   if kind != "moe":
     return 0.0
-  tl = plan.mbs * plan.seq / (plan.tp if (plan.tp_extend_ep or plan.tp == 1) else 1)
-  return tl * m.top_k * 2 * m.expert_ffn_dim * BYTES[plan.dtype]
+  from pangu_jax.sim.ops import expert_rows, expert_split  # noqa: PLC0415
+
+  f = m.expert_ffn_dim / (plan.tp if expert_split(plan) else 1)
+  return expert_rows(plan.mbs * plan.seq, m.top_k, plan) * 2 * f * BYTES[plan.dtype]
 
 
 def stage_layers(m, plan) -> list:
@@ -139,10 +162,11 @@ def memory_per_device(cfg_model, plan, hw, stages: list | None = None) -> dict:
         nonexp += (ps["mtp"] - ps["moe_layer_nonexpert"] - ps["moe_layer_expert"]) / plan.tp
       if kd in ("dense", "moe", "mtp"):
         act_layer += layer_activation_bytes(m, plan, "dense" if kd == "dense" else "moe", kernels)
-    if kernels == "fused":
-      weights = (nonexp + exp) * s
-      grads = (nonexp + exp) * 4
-      optim = nonexp * 12 / plan.dp + exp * 12 / plan.expert_dp
+    if kernels == "fused":  # ZeRO stage plan.zero over each weight's data-parallel replicas
+      shard = lambda stage, n, e: n / plan.dp + e / plan.expert_dp if plan.zero >= stage else n + e  # noqa: E731
+      weights = shard(3, nonexp, exp) * s
+      grads = shard(2, nonexp, exp) * 4
+      optim = shard(1, nonexp, exp) * 12
     else:
       weights = (nonexp + exp) * 4
       grads = (nonexp + exp) * 4
@@ -157,6 +181,8 @@ def memory_per_device(cfg_model, plan, hw, stages: list | None = None) -> dict:
           m.hidden_size * m.expert_ffn_dim * 4
     if "head" in kinds:
       buffers += 2 * plan.mbs * plan.seq * m.vocab_size / plan.tp * 4
+    if plan.zero == 3 and kinds:  # FSDP: the gathered weights of two layers (the current one, the prefetched one)
+      buffers += 2 * (nonexp + exp) / len(kinds) * s
     per_stage.append({"weights": weights, "grads": grads, "optimizer": optim, "activations": acts,
                       "buffers": buffers, "reserved": hw.mem_reserved_gb * GB})
   totals = [sum(x.values()) for x in per_stage]

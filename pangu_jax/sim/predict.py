@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import functools
 
+from confspec import ConfigError
 from pangu_jax.flops import train_flops_per_token
 from pangu_jax.sim import comm, ops
 from pangu_jax.sim.memory import _key, layer_activation_bytes, memory_per_device, param_split
 from pangu_jax.sim.pipeline_placement import place, stages_of
 from pangu_jax.sim.schedule import pipeline_time, simulate
 
-DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "pp_comm", "bubble", "dp_comm_exposed",
+DEFAULT_BREAKDOWN = ("compute", "recompute", "tp_comm", "ep_comm_exposed", "fsdp_comm_exposed", "pp_comm", "bubble",
+                     "dp_comm_exposed",
                      "optimizer", "overhead")
 
 
@@ -61,13 +63,19 @@ def tp_collectives(m, plan, kind, kernels) -> list:
   out = []
   if kind in ("dense", "moe", "mtp"):
     width = ops.attention_gather_width(m, kernels)
-    if fused:  # the RoPE key is gathered on its own, not inside a column-parallel linear
+    if fused and not ops.is_gqa(m):  # the RoPE key is gathered on its own, not inside a column-parallel linear
       out += [("ag", t * (width - m.qk_rope_head_dim) * s, 2), ("ag", t * m.qk_rope_head_dim * s, 1)]
     else:
-      out += [("ag", t * width * s, 1)]
+      out += [("ag", t * width * s, gather_back)]
     out += [("rs", hid, 1)]
-    if kind == "dense" or not plan.tp_extend_ep:
+    if kind == "dense":
       out += [("ag", hid, gather_back), ("rs", hid, 1)]
+    elif ops.expert_split(plan):
+      if not fused or m.num_shared_experts > 0:  # our trainer's token gather; Megatron's TP shared experts
+        out += [("ag", hid, gather_back), ("rs", hid, 1)]
+      if fused:  # Megatron's ETP: the rows received by the all-to-all gathered over tp, the outputs scattered
+        rows = ops.expert_rows(t, m.top_k, plan) * m.hidden_size * s
+        out += [("ag", rows, gather_back), ("rs", rows, 1)]
   if not fused:
     return out
   if kind == "mtp":
@@ -84,7 +92,7 @@ def layer_cost(m, plan, hw, kind) -> dict:
   kernels = hw.kernels
   s = ops.BYTES[plan.dtype]
   op_list = _layer_ops(m, plan, kind, kernels)
-  fwd, bwd, fine = ops.ops_times(op_list, hw, plan.dtype)
+  fwd, bwd, fine = ops.ops_times(op_list, hw, plan.dtype, fp8=plan.fp8, selective=plan.remat == "selective")
   if kernels == "xla_cpu" and kind in ("moe", "mtp"):
     # the CPU grouped matmul's backward writes one dW per block and segment-sums them
     bwd += 2 * ops.moe_gmm_weight_bytes(m, plan, 4) / ops.bandwidth(hw)
@@ -102,14 +110,14 @@ def layer_cost(m, plan, hw, kind) -> dict:
     tp_bwd += one * bwd_count
   ep_fwd = 0.0
   if kind in ("moe", "mtp") and plan.ep_eff > 1:
-    t_loc = t // plan.tp if (plan.tp_extend_ep or plan.tp == 1) else t // plan.tp
+    t_loc = ops.routed_tokens(t, plan, kernels)
     sent = t_loc * plan.ep_eff if kernels == "xla_cpu" else t_loc  # the CPU exchange sends its whole buffer
     one = comm.ep_all_to_all(hw, plan.ep_eff, sent, m.top_k, m.hidden_size * s, plan.hier_a2a)
     ep_fwd = 2 * one  # dispatch + combine
   recompute = 0.0
   if plan.remat == "full":
     recompute = fwd * hw.recompute_ratio  # its communication is added to tp_total / ep_total below
-  elif plan.remat in ("fine", "offload"):
+  elif plan.remat in ("fine", "selective", "offload"):
     recompute = fine * hw.recompute_ratio
   swap = 0.0
   if plan.remat == "offload" and kind in ("moe", "mtp"):
@@ -119,17 +127,36 @@ def layer_cost(m, plan, hw, kind) -> dict:
   recomputed = plan.remat == "full" and kind in ("dense", "moe", "mtp")  # full remat re-runs layers, not head
   tp_total = tp_fwd + tp_bwd + (tp_fwd if recomputed else 0.0)
   ep_total = 2 * ep_fwd + (ep_fwd if plan.remat == "full" else 0.0)
-  if plan.overlap:
-    hidden = min(ep_total, compute) * hw.overlap_eff
-    ep_exposed = ep_total - hidden
-  else:
-    ep_exposed = ep_total
-  return {"fwd": fwd, "bwd": bwd, "recompute": recompute + swap, "compute": compute + swap, "tp_comm": tp_total,
-          "ep_comm": ep_total, "ep_comm_exposed": ep_exposed,
-          "total": compute + swap + tp_total + ep_exposed, "flops_fwd": ops.total_flops(op_list)}
+  ep_exposed = ep_total - (min(ep_total, compute) * hw.overlap_eff if plan.overlaps("ep") else 0.0)
+  tp_exposed = tp_total - (min(tp_total, compute) * hw.overlap_eff if plan.overlaps("tp") else 0.0)
+  fsdp = 0.0
+  if plan.zero == 3 and plan.dp > 1 and kind in KINDS:
+    # FSDP: the layer's weights gathered over their data-parallel group for the forward and again for the backward
+    fsdp = 2 * _dp_gather_time(m, plan, hw, [kind], s)
+    fsdp -= min(fsdp, compute) * hw.overlap_eff if plan.overlaps("dp") else 0.0
+  return {"fwd": fwd, "bwd": bwd, "recompute": recompute + swap, "compute": compute + swap, "tp_comm": tp_exposed,
+          "ep_comm": ep_total, "ep_comm_exposed": ep_exposed, "fsdp_comm_exposed": fsdp,
+          "total": compute + swap + tp_exposed + ep_exposed + fsdp, "flops_fwd": ops.total_flops(op_list)}
 
 
 KINDS = ("dense", "moe", "mtp", "embed", "head")
+
+
+def stage_params(m, plan, kinds) -> tuple:
+  """(non-expert, expert) parameters one device of a stage holding `kinds` keeps before data-parallel sharding:
+  non-expert weights over tp, each routed expert over ep x tp devices."""
+  ps = param_split(m)
+  nonexp = sum(ps["dense_layer"] if k == "dense" else ps["moe_layer_nonexpert"] if k in ("moe", "mtp") else
+               ps["embedding"] if k == "embed" else ps["head"] for k in kinds) / plan.tp
+  exp = sum(ps["moe_layer_expert"] for k in kinds if k in ("moe", "mtp")) / (plan.ep * plan.tp)
+  return nonexp, exp
+
+
+def _dp_gather_time(m, plan, hw, kinds, s) -> float:
+  """All-gather of the parameters of `kinds` over their data-parallel groups (dp; experts: dp / ep)."""
+  nonexp, exp = stage_params(m, plan, kinds)
+  across = plan.devices > hw.devices_per_node
+  return comm.all_gather(hw, plan.dp, nonexp * s, across) + comm.all_gather(hw, plan.expert_dp, exp * s, across)
 
 
 def pp_comm_time(m, plan, hw) -> float:
@@ -139,11 +166,13 @@ def pp_comm_time(m, plan, hw) -> float:
     return 0.0
   act = plan.mbs * plan.seq / plan.tp * m.hidden_size * ops.BYTES[plan.dtype]
   t = 2 * plan.vpp * comm.p2p(hw, act, across_nodes=plan.tp * plan.dp * plan.pp > hw.devices_per_node)
-  return t * (1 - hw.overlap_eff) if plan.overlap else t
+  return t * (1 - hw.overlap_eff) if plan.overlaps("pp") else t
 
 
 def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   m = cfg.model
+  if plan.fp8 and hw.fp8_peak <= 0:
+    raise ConfigError(f"plan.fp8: hardware {hw.name!r} has no FP8 peak (hardware.fp8_peak = 0)")
   s = ops.BYTES[plan.dtype]
   kinds = KINDS
   costs = {k: layer_cost(m, plan, hw, k) for k in kinds}
@@ -152,7 +181,8 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   stage_tot = []
   for ks in stages:
     stage_tot.append({f: sum(costs[k][f] for k in ks) for f in ("total", "compute", "recompute", "tp_comm",
-                                                               "ep_comm_exposed", "fwd", "bwd")})
+                                                               "ep_comm_exposed", "fsdp_comm_exposed", "fwd",
+                                                               "bwd")})
   worst = max(range(len(stage_tot)), key=lambda i: stage_tot[i]["total"])
   st = stage_tot[worst]
   pp_comm = pp_comm_time(m, plan, hw)
@@ -161,19 +191,19 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   tf, tb = chunk_time_tables(plan, chunk_kinds, costs, pp_comm)
   pipe = pipeline_step_time(plan, mbatches, tf, tb)
   bubble = pipe - mbatches * per_mb
-  # data-parallel gradient reduce-scatter + parameter all-gather (distributed optimiser)
-  ps = param_split(m)
-  nonexp = sum(ps["dense_layer"] if k == "dense" else ps["moe_layer_nonexpert"] if k in ("moe", "mtp") else
-               ps["embedding"] if k == "embed" else ps["head"] for k in stages[worst]) / plan.tp
-  exp = sum(ps["moe_layer_expert"] for k in stages[worst] if k in ("moe", "mtp")) / (plan.ep * plan.tp)
+  # data-parallel gradient reduce-scatter + parameter all-gather (distributed optimiser; zero 3: the gathers are
+  # per layer in layer_cost)
+  nonexp, exp = stage_params(m, plan, stages[worst])
   across = plan.devices > hw.devices_per_node
-  dp_comm = (comm.reduce_scatter(hw, plan.dp, nonexp * s, across) + comm.all_gather(hw, plan.dp, nonexp * s, across)
-             + comm.reduce_scatter(hw, plan.expert_dp, exp * s, across)
-             + comm.all_gather(hw, plan.expert_dp, exp * s, across))
-  dp_exposed = dp_comm * ((1 - hw.overlap_eff) if plan.overlap else 1.0)
+  dp_comm = (comm.reduce_scatter(hw, plan.dp, nonexp * s, across)
+             + comm.reduce_scatter(hw, plan.expert_dp, exp * s, across))
+  if plan.zero < 3:
+    dp_comm += _dp_gather_time(m, plan, hw, stages[worst], s)
+  dp_exposed = dp_comm * ((1 - hw.overlap_eff) if plan.overlaps("dp") else 1.0)
   bw = ops.bandwidth(hw)
   if hw.kernels == "fused":
-    opt = (nonexp / plan.dp + exp / plan.expert_dp) * 30 / bw
+    shard = plan.zero >= 1  # the distributed optimiser updates only this replica's shard
+    opt = (nonexp / (plan.dp if shard else 1) + exp / (plan.expert_dp if shard else 1)) * 30 / bw
   else:
     opt = (nonexp + exp) * 44 / bw + 2 * (nonexp + exp) * 4 / bw  # fused AdamW + keep-if-finite, grad norm
   if hw.host_shared_compute:
@@ -189,6 +219,7 @@ def predict(cfg, hw, plan, *, with_ops: bool = False) -> dict:
   breakdown = {
       "compute": mbatches * (st["compute"] - st["recompute"]), "recompute": mbatches * st["recompute"],
       "tp_comm": mbatches * st["tp_comm"], "ep_comm_exposed": mbatches * st["ep_comm_exposed"],
+      "fsdp_comm_exposed": mbatches * st["fsdp_comm_exposed"],
       "pp_comm": mbatches * pp_comm, "bubble": bubble, "dp_comm_exposed": dp_exposed, "optimizer": opt,
       "overhead": hw.step_overhead_s}
   out = {"mfu": mfu, "tokens_per_s": tps, "step_time_s": step, "memory_per_device_gb": mem["total"], "fits": fits,

@@ -3,6 +3,7 @@ monotonicity, memory against parameter counts, the CLI's JSON, hardware-file rou
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -227,6 +228,115 @@ def test_gemm_flops_match_the_model_parameters_and_split_over_tp():
     assert tp * gemm_flops(ops.mtp_extra_ops(m, b, sq, tp, 2, "fused")) == pytest.approx(2 * t * mtp_proj, rel=1e-12)
 
 
+def _layer_matmul_params(params, top_k, num_experts):
+  """Matmul parameters one token passes through in one layer, from the model's parameter tree (stacked over
+  layers on axis 0): every 2-D weight, the routed experts at top_k / num_experts (norms and the router bias are
+  not matmuls)."""
+  import jax  # noqa: PLC0415
+
+  def size(tree):
+    return sum(math.prod(a.shape[-2:]) * math.prod(a.shape[1:-2]) for a in jax.tree.leaves(tree)
+               if a.ndim >= 3)
+
+  total = size(params["attn"]) + size(params.get("mlp", {}))
+  if "moe" in params:
+    moe = params["moe"]
+    total += size(moe["router"]) + size(moe.get("shared", {})) + size(moe["experts"]) * top_k / num_experts
+  return total
+
+
+def test_flops_are_conserved_over_every_tp_ep_combination():
+  """Issue 28's conservation law: for every tp / ep / TP-extend-EP combination, the GEMM FLOPs of one
+  micro-batch summed over a stage's dp x tp devices equal 2 x the layer's matmul parameters per token (from the
+  model's parameter tree) x the stage's dp x T tokens, for the dense layer and the MoE layer (fused kernels:
+  what published runs use), for the paper's MLA model and a GQA model (Qwen3-30B-A3B, tp up to its 4 KV heads:
+  beyond, Megatron replicates them). Before the fix, split experts (TP-extend-EP off, tp > 1, ep > 1) summed to
+  1/ep."""
+  from pangu_jax.params import abstract_params  # noqa: PLC0415
+  from pangu_jax.sim.plan import Plan  # noqa: PLC0415
+  from runkit.configfile import load_config_file  # noqa: PLC0415
+
+  checked = 0
+  for m, tps in ((_paper_cfg().model, (1, 2, 4, 8)),
+                 (load_config_file(os.path.join(REPO, "configs/published/qwen3_30b_a3b.py")).model, (1, 2, 4))):
+    checked += _check_conservation(m, tps, abstract_params(m), Plan)
+  assert checked >= 2 * 40 + 30
+
+
+def _check_conservation(m, tps, params, plan_cls):
+  b, sq, dp = 1, 4096, 32
+  t = b * sq
+  kinds = [k for k in ("dense", "moe") if f"{k}_layers" in params]
+  per_token = {kind: _layer_matmul_params(params[f"{kind}_layers"], m.top_k, m.num_routed_experts) for kind in kinds}
+  checked = 0
+  Plan = plan_cls  # noqa: N806
+  for tp in tps:
+    for ep in (1, 2, 4, 8, 16, 32):
+      for extend in (False, True):
+        plan = Plan(tp=tp, ep=ep, dp=dp, mbs=b, seq=sq, devices=tp * dp, tp_extend_ep=extend)
+        if (dp * tp) % plan.ep_eff or m.num_routed_experts % plan.ep_eff:
+          continue
+        for kind, op_list in (("dense", ops.attention_ops(m, b, sq, tp, 2, "fused")
+                               + ops.dense_ffn_ops(m, b, sq, tp, 2, "fused")),
+                              ("moe", ops.attention_ops(m, b, sq, tp, 2, "fused")
+                               + ops.moe_ops(m, b, sq, plan, 2, "fused"))):
+          if kind not in per_token:
+            continue
+          stage = dp * tp * sum(o.flops for o in op_list if o.cls == "gemm")
+          assert stage == pytest.approx(2 * per_token[kind] * dp * t, rel=1e-9), (kind, tp, ep, extend)
+          checked += 1
+  return checked
+
+
+@pytest.mark.parametrize("sandwich", [True, False])
+def test_sublayer_norms_follow_the_parameter_tree(sandwich):
+  """The layer-level norms the simulator charges are the ones the model has (its parameter tree): pre-norm
+  only without sandwich_norm, pre- and post-norm with it; for the dense and the MoE layer."""
+  from pangu_jax.params import abstract_params  # noqa: PLC0415
+  from pangu_jax.sim.plan import Plan  # noqa: PLC0415
+
+  m = base_config().model
+  m.sandwich_norm = sandwich
+  params = abstract_params(m)
+  plan = Plan(tp=1, ep=1, dp=1, mbs=1, seq=64)
+  names = {"attn_norm", "post_attn_norm", "mlp_norm", "post_mlp_norm"}
+  for kind, op_list in (("dense", ops.attention_ops(m, 1, 64, 1, 4, "fused") + ops.dense_ffn_ops(m, 1, 64, 1, 4,
+                                                                                                   "fused")),
+                        ("moe", ops.attention_ops(m, 1, 64, 1, 4, "fused") + ops.moe_ops(m, 1, 64, plan, 4, "fused"))):
+    charged = sorted(o.name for o in op_list if o.name in names)
+    assert charged == sorted(k for k in params[f"{kind}_layers"] if k.endswith("norm")), kind
+    assert len(charged) == (4 if sandwich else 2)
+
+
+def test_plan_keys_of_issue_28_are_validated_and_switch_what_they_say():
+  cfg = _paper_cfg()
+  hw = load_hardware("h100")
+  base = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN)))
+  with pytest.raises(ConfigError, match=r"plan\.zero: 4 is out of range"):
+    make_plan(cfg, parse_plan_string(PAPER_PLAN + ",zero=4"))
+  with pytest.raises(ConfigError, match=r"plan\.fp8: .* no FP8 peak"):
+    predict(cfg, load_hardware("ascend_a2"), make_plan(cfg, parse_plan_string(PAPER_PLAN + ",fp8=1")))
+  fp8 = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + ",fp8=1")))
+  assert fp8["breakdown_s"]["compute"] < base["breakdown_s"]["compute"]
+  assert fp8["memory_per_device_gb"] < base["memory_per_device_gb"]  # FP8-cached linear inputs
+  # the ZeRO stages: each shards one more state, so memory falls and nothing else changes below stage 3
+  mems = [predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + f",zero={z}")))["memory_gb"]
+          for z in range(4)]
+  assert mems[0]["optimizer"] > mems[1]["optimizer"] and mems[1]["grads"] > mems[2]["grads"]
+  assert mems[2]["weights"] > mems[3]["weights"]
+  # each overlap switch alone moves only its own communication
+  for kind, key in (("ep", "ep_comm_exposed"), ("dp", "dp_comm_exposed"), ("pp", "pp_comm")):
+    off = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + f",overlap_{kind}=0")))
+    assert off["breakdown_s"][key] > base["breakdown_s"][key], kind
+    assert off["breakdown_s"]["compute"] == pytest.approx(base["breakdown_s"]["compute"])
+  on = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + ",overlap_tp=1")))
+  assert on["breakdown_s"]["tp_comm"] < base["breakdown_s"]["tp_comm"]
+  # selective recomputation: less memory than fine, more recompute time (the MLA up-projections)
+  sel = predict(cfg, hw, make_plan(cfg, parse_plan_string(PAPER_PLAN + ",remat=selective")))
+  assert sel["memory_per_device_gb"] < base["memory_per_device_gb"]
+  assert sel["breakdown_s"]["recompute"] > base["breakdown_s"]["recompute"]
+
+
 @pytest.mark.parametrize("field", ["inter_bw", "intra_bw", "mem_bw", "offload_bw"])
 def test_more_bandwidth_is_never_slower(field):
   cfg = _paper_cfg()
@@ -329,7 +439,7 @@ def test_hardware_file_round_trip(tmp_path):
       assert b[k] == a[k], k
 
 
-@pytest.mark.parametrize("name", ["ascend_a2", "h100", "h200"])
+@pytest.mark.parametrize("name", ["ascend_a2", "h100", "h200", "h800", "gb200"])
 def test_public_hardware_files_cite_every_number(name):
   load_hardware(name)
   text = open(os.path.join(REPO, "configs", "hardware", f"{name}.py")).read()
@@ -444,3 +554,37 @@ def test_paper_report_meets_the_issue_band_and_its_placement_check_agrees():
   assert check["placements"] == 33 * 32 // 2
   assert check["ours"]["tokens_per_s"] == pytest.approx(pred["tokens_per_s"], rel=1e-9)
   assert check["best"]["tokens_per_s"] >= pred["tokens_per_s"] >= check["worst"]["tokens_per_s"]
+
+
+def test_published_runs_fit_rank_and_stay_in_a_sanity_band():
+  """The development set (configs/published/runs.json): every plan that ran is predicted to fit in its devices'
+  memory (issue 28 item 3: DeepSeek-V3's published plan on 80 GB H800s was predicted at 124.7 GB), each
+  prediction within 2x of its published throughput (a defect like the 1/ep expert FLOPs leaves it), the two
+  plans of one release on one cluster ranked as published, and the CLI's JSON carries the summary. The issue's
+  accuracy targets (median error <= 0.15, every row <= 0.30) are reported, not asserted: docs/simulator.md."""
+  from pangu_jax.sim.published import evaluate, load_set  # noqa: PLC0415
+
+  rows = load_set()
+  assert len(rows) >= 8 and {r["hardware"] for r in rows} >= {"h800", "h100", "gb200", "ascend_a2"}
+  r = evaluate(rows)
+  by_name = {x["name"]: x for x in r["runs"]}
+  assert r["summary"]["all_ran_fit"], r["summary"]["not_fitting"]
+  assert by_name["deepseek_v3_report_2048_h800"]["memory_per_device_gb"] <= 80
+  for x in r["runs"]:
+    assert 0.5 <= x["ratio"] <= 2.0, (x["name"], x["ratio"])
+  assert r["summary"]["ranking"]["deepseek_v3/gb200x256/25.11"]["spearman_rho"] == pytest.approx(1.0)
+  assert r["summary"]["median_abs_error"] == pytest.approx(
+      sorted(x["abs_error"] for x in r["runs"])[len(rows) // 2 - (1 - len(rows) % 2)] if len(rows) % 2 else
+      sum(sorted(x["abs_error"] for x in r["runs"])[len(rows) // 2 - 1:len(rows) // 2 + 1]) / 2)
+
+
+def test_published_set_errors_are_one_line(tmp_path):
+  from pangu_jax.sim.published import load_set  # noqa: PLC0415
+
+  bad = tmp_path / "set.json"
+  bad.write_text(json.dumps({"runs": [{"name": "x", "model": "m"}]}))
+  with pytest.raises(ConfigError, match=r"row 0 \(x\): missing group, hardware, plan"):
+    load_set(str(bad))
+  bad.write_text("not json")
+  with pytest.raises(ConfigError, match="not a development set"):
+    load_set(str(bad))
