@@ -5,9 +5,17 @@ env (`control_brax.task` with `xp=numpy`); only the physics stepping differs.
 This is what CPU RL libraries (Stable-Baselines3) consume, and the reference the
 MJX engine is checked against.
 
-    env = PegInHoleGymEnv(env_config)
+    env = PegInHoleGymEnv(env_config)         # or PegInHoleGymEnv(peg="l_shape"): the default env, that peg
     obs, info = env.reset(seed=0)            # or options={"u": 8 uniforms} for a chosen episode
     obs, reward, terminated, truncated, info = env.step(action)
+
+Registered with gymnasium when `control_brax` is imported, one id per peg file under configs/assembly/pegs/:
+`gymnasium.make("PegInHole-l_shape-v0")`, SB3's `make_vec_env("PegInHole-l_shape-v0", n_envs=8)`; keyword
+arguments of `make` (`env=`, a config section) reach the constructor. The env ends its own episodes
+(`env.episode_steps` truncates), so no TimeLimit wrapper is registered.
+
+Observation bounds: +-`task.OBS_CLIP` per component (the task clips its normalised forces, torques, pose errors
+and velocities there, in both engines); actions: [-1, 1] per output.
 """
 
 from __future__ import annotations
@@ -29,6 +37,13 @@ class PegInHoleGymEnv(gym.Env):
   metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
   def __init__(self, env=None, peg=None, render_mode: str | None = None):
+    if isinstance(peg, str):  # a peg file name or path: the env section's `peg`, its file loaded by Model
+      from control_brax.config import base_env_config  # noqa: PLC0415
+
+      env = (env if env is not None else base_env_config()).copy_and_resolve_references()
+      env.peg, peg = peg, None
+    if render_mode not in (None, "rgb_array"):
+      raise ValueError(f"render_mode: {render_mode!r}; allowed: None, 'rgb_array'")
     self.model = Model(env, peg)
     self.task_spec = self.model.spec
     self.mj_model = self.model.mj_model
@@ -36,7 +51,8 @@ class PegInHoleGymEnv(gym.Env):
     self.render_mode = render_mode
     self._renderer = None
     self._pair_friction = self.mj_model.pair_friction.copy()
-    self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task_spec.observation_size,), np.float32)
+    self.observation_space = gym.spaces.Box(-task.OBS_CLIP, task.OBS_CLIP, (self.task_spec.observation_size,),
+                                            np.float32)
     self.action_space = gym.spaces.Box(-1.0, 1.0, (self.task_spec.action_size,), np.float32)
     self._noise_rng = np.random.default_rng(0)
 
@@ -110,3 +126,10 @@ class PegInHoleGymEnv(gym.Env):
     if self._renderer is not None:
       self._renderer.close()
       self._renderer = None
+
+
+def register_envs() -> list:
+  """`PegInHole-<peg>-v0` for every peg file (registered by `import control_brax`; idempotent): the ids."""
+  import control_brax  # noqa: PLC0415
+
+  return control_brax.register_gymnasium_envs()

@@ -1,6 +1,6 @@
 """Offscreen rendering of an episode: an image strip and force/depth-against-time plots.
 
-    python -m control_brax.render --peg=l_shape --out=DIR [--seed=0] [--error_scale=1]
+    python -m control_brax.render --peg=l_shape --out=DIR [--seed=0] [--error_scale=1] [--video]
     python -m control_brax.render --workdir=D --out=DIR     (a trained agent in its env; --config=F overrides
                                                             the run's saved config.json)
 
@@ -8,7 +8,8 @@ Runs the scripted controller (or a trained agent, or any policy: `trace_episode(
 C engine, which renders through MuJoCo's EGL backend headless (`MUJOCO_GL=egl`,
 set by `control_brax/__init__.py` unless already set; `MUJOCO_GL=osmesa` with
 Debian's libosmesa6 is the fallback). Writes `episode_strip.png` and
-`force_depth.png`.
+`force_depth.png`, and with `--video` `episode.mp4` (H.264 through the ffmpeg that the `imageio-ffmpeg` package
+ships; every control step a frame, played at `--video_fps`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ml_collections import config_flags
 import confspec
 
 
-def trace_episode(env, seed: int = 0, policy: Callable | None = None, frames: int = 6, u=None) -> dict:
-  """One episode: per-step time, depth (m), contact force (N), tip pose, and `frames` rendered images."""
+def trace_episode(env, seed: int = 0, policy: Callable | None = None, frames: int = 6, u=None,
+                  keep_all_frames: bool = False) -> dict:
+  """One episode: per-step time, depth (m), contact force (N), tip pose, and `frames` rendered images (with
+  `keep_all_frames`, also every step's image under "all_frames", for save_video)."""
   from control_brax.gym_env import PegInHoleGymEnv  # noqa: PLC0415
 
   gym_env = PegInHoleGymEnv(env, render_mode="rgb_array")
@@ -42,6 +45,7 @@ def trace_episode(env, seed: int = 0, policy: Callable | None = None, frames: in
   idx = np.linspace(0, len(images) - 1, frames).round().astype(int)
   arr = np.asarray(rows)
   return {"t": arr[:, 0], "depth": arr[:, 1], "force": arr[:, 2], "qpos": arr[:, 3:9], "reward": arr[:, 9],
+          "all_frames": images if keep_all_frames else None,
           "frames": [images[i] for i in idx], "frame_t": [float(i * gym_env.task_spec.dt) for i in idx],
           "success": bool(info["success"]), "hole_depth": gym_env.task_spec.hole_depth,
           "success_depth": gym_env.task_spec.success_depth}
@@ -64,6 +68,24 @@ def save_strip(trace: dict, path: str) -> str:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+  return path
+
+
+def save_video(frames: list, path: str, fps: float = 25.0) -> str:
+  """Frames (H x W x 3 uint8, equal sizes) as an H.264 MP4 (yuv420p, so browsers and players open it)."""
+  import imageio_ffmpeg  # noqa: PLC0415
+
+  if not frames:
+    raise ValueError("save_video: no frames")
+  h, w = frames[0].shape[:2]
+  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                       macro_block_size=2, quality=7)  # even sizes (yuv420p)
+  writer.send(None)  # start the generator
+  try:
+    for f in frames:
+      writer.send(np.ascontiguousarray(f, dtype=np.uint8))
+  finally:
+    writer.close()
   return path
 
 
@@ -123,9 +145,11 @@ def main(argv):
     env.peg = _PEG.value
   env.error_scale = _ERROR_SCALE.value
   os.makedirs(_OUT.value, exist_ok=True)
-  trace = trace_episode(env, seed=_SEED.value, policy=policy)
+  trace = trace_episode(env, seed=_SEED.value, policy=policy, keep_all_frames=_VIDEO.value)
   print(save_strip(trace, os.path.join(_OUT.value, "episode_strip.png")))
   print(save_force_depth(trace, os.path.join(_OUT.value, "force_depth.png")))
+  if _VIDEO.value:
+    print(save_video(trace["all_frames"], os.path.join(_OUT.value, "episode.mp4"), fps=_VIDEO_FPS.value))
 
 
 if __name__ == "__main__":
@@ -134,6 +158,9 @@ if __name__ == "__main__":
   _OUT = flags.DEFINE_string("out", "runs/render", "output directory")
   _SEED = flags.DEFINE_integer("seed", 0, "episode seed")
   _ERROR_SCALE = flags.DEFINE_float("error_scale", 1.0, "scales the initial-error distribution")
+  _VIDEO = flags.DEFINE_bool("video", False, "also write episode.mp4 (every control step a frame)")
+  _VIDEO_FPS = flags.DEFINE_float("video_fps", 25.0, "playback frame rate of --video (the control rate is 100 Hz: "
+                                  "25 plays at a quarter of real time)", lower_bound=1.0)
   _CONFIG = config_flags.DEFINE_config_file("config", None, "RL config file of a trained agent, overrides as "
                                             "--config.a.b=v (default: the workdir's config.json)")
   _WORKDIR = flags.DEFINE_string("workdir", "", "RL training workdir: render its newest checkpoint instead of the "

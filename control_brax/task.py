@@ -34,6 +34,10 @@ from control_brax.config import parse_axes, parse_groups
 TRANS_SCALE = 0.005  # m, normalises positions in observations and the alignment reward
 ROT_SCALE = 0.05  # rad
 FORCE_SCALE = 10.0  # N
+# Observations are clipped to +-OBS_CLIP normalised units (our definition, so that the gymnasium adapter can
+# declare finite bounds): about 7x the force limit's 15 units (150 N) and 40x the workspace's 2.4; only the
+# terminal observation of a failed episode can come near it.
+OBS_CLIP = 100.0
 TORQUE_SCALE = 0.5  # N m
 
 
@@ -175,7 +179,8 @@ def controller_step(spec: TaskSpec, t, start, adm_x, adm_v, rl, wrench, action, 
 
 
 def observe(spec: TaskSpec, wrench, qpos, qvel, noise, xp):
-  """[F/T (6), pose error to the success pose (6), (velocities (6))], normalised; noise ~ N(0, 1) of obs size."""
+  """[F/T (6), pose error to the success pose (6), (velocities (6))], normalised and clipped to +-OBS_CLIP;
+  noise ~ N(0, 1) of obs size."""
   scale_f = xp.asarray([FORCE_SCALE] * 3 + [TORQUE_SCALE] * 3)
   scale_p = xp.asarray([TRANS_SCALE] * 3 + [ROT_SCALE] * 3)
   goal = xp.asarray([0, 0, -spec.success_depth, 0, 0, 0])
@@ -184,7 +189,7 @@ def observe(spec: TaskSpec, wrench, qpos, qvel, noise, xp):
   parts = [f, p]
   if spec.obs_velocities:
     parts.append(qvel / (scale_p / 0.1))
-  return xp.concatenate(parts)
+  return xp.clip(xp.concatenate(parts), -OBS_CLIP, OBS_CLIP)
 
 
 def depth_fraction(spec: TaskSpec, qpos, xp):

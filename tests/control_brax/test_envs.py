@@ -141,9 +141,29 @@ def test_tuned_scripted_controller_leaves_l_shape_gap():
 
 
 def test_gymnasium_env_checker_passes():
-  from gymnasium.utils.env_checker import check_env
+  """gymnasium's own checker, with warnings as errors and its render check, on an env made by its registered id;
+  every peg file has an id; a peg given by name works (it raised AttributeError: 'str' ... 'eval')."""
+  import warnings  # noqa: PLC0415
 
-  check_env(PegInHoleGymEnv(_cfg("square")), skip_render_check=True)
+  import gymnasium  # noqa: PLC0415
+  from gymnasium.utils.env_checker import check_env  # noqa: PLC0415
+
+  import control_brax  # noqa: PLC0415
+
+  ids = control_brax.register_gymnasium_envs()
+  pegs = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs", "assembly", "pegs")) if f.endswith(".py"))
+  assert ids == [f"PegInHole-{p}-v0" for p in pegs] and "PegInHole-l_shape-v0" in ids
+  env = gymnasium.make("PegInHole-l_shape-v0", render_mode="rgb_array")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    check_env(env.unwrapped)
+  assert env.unwrapped.model.env.peg == "l_shape"
+  assert np.all(np.isfinite(env.observation_space.low)) and np.all(np.isfinite(env.observation_space.high))
+  env.close()
+  by_name = PegInHoleGymEnv(peg="l_shape")
+  assert by_name.model.env.peg == "l_shape" and by_name.observation_space.shape == env.observation_space.shape
+  with pytest.raises(ValueError, match="render_mode"):
+    PegInHoleGymEnv(peg="l_shape", render_mode="human")
 
 
 def test_episode_render_strip_and_plot(tmp_path):
@@ -155,6 +175,18 @@ def test_episode_render_strip_and_plot(tmp_path):
   for fn, name in ((save_strip, "strip.png"), (save_force_depth, "fd.png")):
     path = fn(trace, str(tmp_path / name))
     assert os.path.getsize(path) > 5000
+  # the MP4, read back through ffmpeg: H.264, every control step a frame at the requested rate
+  import imageio_ffmpeg  # noqa: PLC0415
+
+  from control_brax.render import save_video  # noqa: PLC0415
+
+  frames = [trace["frames"][i % 3] for i in range(10)]
+  reader = imageio_ffmpeg.read_frames(save_video(frames, str(tmp_path / "ep.mp4"), fps=20.0))
+  meta = next(reader)
+  assert meta["codec"] == "h264" and meta["size"] == (320, 240) and meta["fps"] == 20.0
+  decoded = [np.frombuffer(f, np.uint8).reshape(240, 320, 3) for f in reader]
+  assert len(decoded) == 10
+  assert np.abs(decoded[1].astype(float) - frames[1]).mean() < 8  # lossy, but the same picture
 
 
 @pytest.mark.slow
