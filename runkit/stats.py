@@ -8,6 +8,11 @@ Our definitions (used by every experiment driver and report):
   than every reached value), and a median or bound that is not finite - beyond every reached value - is
   reported as None ("not reached"), never as a made-up number.
 - `mean_diff_ci`: the mean of paired differences and its percentile-bootstrap interval.
+- `two_sample_ci`: method A against method B over their own seeds (two independent samples): the ratio
+  stat(A) / stat(B) (or the difference) and its 95% percentile-bootstrap interval, each sample resampled on its
+  own (`scipy.stats.bootstrap`, paired=False). None counts as +infinity as in `median_ci`; a ratio or bound that
+  is infinite (A's statistic not reached) is reported as None. The claims ladder's decision rule reads it
+  (docs/claims_declaration.md).
 - `paired_binary_change_ci`: the closed-form (normal) 95% interval of a paired success-rate change from its
   discordant counts, for thousands of paired episodes where resampling would add nothing.
 
@@ -60,6 +65,35 @@ def mean_diff_ci(differences, n_resamples: int = 5000, seed: int = 0) -> list[fl
   """95% percentile-bootstrap interval of the mean of paired differences."""
   return list(_interval(np.asarray(differences, dtype=float), lambda x, axis: np.mean(x, axis=axis), n_resamples,
                         seed))
+
+
+def two_sample_ci(a, b, statistic: str = "median", kind: str = "ratio", n_resamples: int = N_RESAMPLES,
+                  seed: int = 0) -> dict:
+  """{"estimate", "ci95": [lo, hi], "n": [n_a, n_b]}: stat(a) / stat(b) (kind "ratio") or stat(a) - stat(b)
+  ("diff"), statistic "median" or "mean", None values censored at +infinity (see the module)."""
+  if statistic not in ("median", "mean") or kind not in ("ratio", "diff"):
+    raise ValueError(f"two_sample_ci: statistic {statistic!r} / kind {kind!r}; allowed: median|mean, ratio|diff")
+  va, vb = ([np.inf if x is None else float(x) for x in v] for v in (a, b))
+  if not va or not vb:
+    return {"estimate": None, "ci95": [None, None], "n": [len(va), len(vb)]}
+  finite = [x for x in va + vb if np.isfinite(x)]
+  big = max(max(abs(x) for x in finite), 1.0) * 1e6 if finite else 1.0  # finite stand-in for +infinity
+  xa, xb = (np.where(np.isfinite(v), v, big) for v in (np.asarray(va), np.asarray(vb)))
+  f = np.median if statistic == "median" else np.mean
+
+  def stat(x, y, axis):
+    fx, fy = f(x, axis=axis), f(y, axis=axis)
+    return fx / fy if kind == "ratio" else fx - fy
+
+  # a stand-in in a statistic means "not reached": beyond every reached value, reported as None
+  unbounded = lambda v: None if abs(v) >= big / 2 or (kind == "ratio" and v >= 1e5) else float(v)  # noqa: E731
+  est = unbounded(stat(xa, xb, None))
+  if xa.size == 1 and xb.size == 1:
+    return {"estimate": est, "ci95": [est, est], "n": [1, 1]}
+  res = stats.bootstrap((xa, xb), stat, vectorized=True, paired=False, n_resamples=n_resamples,
+                        confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
+  lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+  return {"estimate": est, "ci95": [unbounded(lo), unbounded(hi)], "n": [int(xa.size), int(xb.size)]}
 
 
 def paired_binary_change_ci(won: int, lost: int, n: int) -> list[float]:
