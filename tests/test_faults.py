@@ -126,6 +126,8 @@ ROWS = [
      "--config: config file not found"),
     ("parity-config-broken", "npu_backend.parity --config={f[broken]}", 2, "line 1: syntax error"),
     ("generate-config-broken", "pangu_jax.generate --config={f[broken]}", 2, "line 1: syntax error"),
+    ("torch-generate-no-export", "npu_backend.generate --export={t}/none", 2,
+     "no decoder graphs here (FileNotFoundError)"),
     ("rl-train-config-missing", "control_brax.train --config={f[missing]} --workdir={t}/w", 2,
      "--config: config file not found"),
     ("rl-evaluate-config-broken", "control_brax.evaluate --config={f[broken]} --workdir={t}/w", 2,

@@ -19,7 +19,7 @@ PACKAGES = ["confspec", "runkit", "pangu_jax", "npu_backend", "control_brax", "e
 # Binary modules: package -> module paths relative to the root.
 BINARY_NAMES = {
     "pangu_jax": ["info", "train", "generate", "simulate", "convert"],
-    "npu_backend": ["export", "parity"],
+    "npu_backend": ["export", "parity", "generate"],
     "control_brax": ["train", "evaluate", "scripted", "render"],
     "experiments": ["demo", "behaviour", "sim_report", "assembly_methods", "cs3", "transfer", "etcl_acceptance",
                     "tokenizer_study"],

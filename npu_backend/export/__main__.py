@@ -7,6 +7,9 @@ safetensors sharded above --hf_shard_gb with the index, the workdir's tokenizer 
 `AutoModelForCausalLM.from_pretrained` and vLLM load: `deepseek_v3`, or `pangu_ultra_moe` for a sandwich-norm
 model (pangu_jax/hf_checkpoint.py, docs/hf_checkpoints.md). Shapes are static: --batch x --seq_len tokens.
 Run the export anywhere with `npu_backend.runtime.load(DIR)` (torch only).
+With --decode (default) also DIR/decode/: the prefill-chunk and decode-step graphs with the KV cache over
+--decode_max_len positions (npu_backend/export/decode.py), which `python -m npu_backend.generate --export=DIR`
+runs without JAX; the workdir's tokenizer is copied to DIR/tokenizer/.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ def main(argv):
   tok = os.path.join(_WORKDIR.value, "tokenizer") if _WORKDIR.value else None
   meta = export_to_dir(cfg, params, _OUT.value, _BATCH.value, _SEQ.value, hf=_HF.value,
                        hf_rope_interleave=_HF_ROPE.value == "interleave",
-                       hf_shard_bytes=int(_HF_SHARD_GB.value * 2**30), tokenizer_dir=tok, log=print)
+                       hf_shard_bytes=int(_HF_SHARD_GB.value * 2**30), tokenizer_dir=tok, log=print,
+                       decode_max_len=(min(_DECODE_MAX_LEN.value, cfg.model.max_seq_len) if _DECODE.value else 0),
+                       decode_chunk=_DECODE_CHUNK.value)
   print(f"exported {meta['nodes']} nodes in {meta['export_s']:.1f}s to {_OUT.value}")
   summary = {k: meta[k] for k in ("nodes", "export_s", "inputs", "outputs")} | {"out": _OUT.value}
+  if "decode" in meta:
+    summary["decode"] = meta["decode"]
   if "hf" in meta:
     summary["hf"] = meta["hf"] | {"dir": os.path.join(_OUT.value, "hf")}
   if _VERIFY.value:
@@ -56,5 +63,10 @@ if __name__ == "__main__":
                                "RoPE layout of the Hugging Face weights (config.json's rope_interleave).")
   _HF_SHARD_GB = flags.DEFINE_float("hf_shard_gb", 5.0, "Shard the Hugging Face weights above this size (GiB).",
                                     lower_bound=1e-6)
+  _DECODE = flags.DEFINE_bool("decode", True, "Also export the decoder graphs (prefill chunk, decode step, KV cache).")
+  _DECODE_MAX_LEN = flags.DEFINE_integer("decode_max_len", 512, "Cache positions of the decoder graphs (prompt + "
+                                         "generated tokens; capped at model.max_seq_len).", lower_bound=1)
+  _DECODE_CHUNK = flags.DEFINE_integer("decode_chunk", 16, "Tokens per prefill-chunk call of the decoder.",
+                                       lower_bound=1)
   flags.mark_flags_as_required(["out"])
   confspec.run(main)

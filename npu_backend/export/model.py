@@ -42,9 +42,12 @@ def write_export(out_dir: str, graph: Graph, params, meta: dict, cfg_model=None)
 
 def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int, *, hf: bool = True,
                   hf_rope_interleave: bool = True, hf_shard_bytes: int | None = None,
-                  tokenizer_dir: str | None = None, log=None) -> dict:
+                  tokenizer_dir: str | None = None, log=None, decode_max_len: int = 0,
+                  decode_chunk: int = 16) -> dict:
   """The graph export, and (`hf`) a Hugging Face directory `out_dir/hf` (`pangu_jax.hf_checkpoint.write_hf_dir`:
-  deepseek_v3 or, with the sandwich norm, pangu_ultra_moe; the config is checked before anything is traced)."""
+  deepseek_v3 or, with the sandwich norm, pangu_ultra_moe; the config is checked before anything is traced);
+  with `decode_max_len` > 0 the decoder graphs (`npu_backend.export.decode`) over a cache of that many positions;
+  the tokenizer files of `tokenizer_dir` are copied to `out_dir/tokenizer/` (npu_backend.generate reads them)."""
   from pangu_jax import hf_checkpoint  # noqa: PLC0415
 
   if hf:
@@ -60,6 +63,17 @@ def export_to_dir(cfg, params, out_dir: str, batch: int, seq_len: int, *, hf: bo
     meta["hf"] = hf_checkpoint.write_hf_dir(
         host, cfg.model, os.path.join(out_dir, "hf"), rope_interleave=hf_rope_interleave,
         max_shard_bytes=hf_shard_bytes or hf_checkpoint.DEFAULT_SHARD_BYTES, tokenizer_dir=tokenizer_dir, log=log)
+  if decode_max_len > 0:
+    from npu_backend.export.decode import export_decoder  # noqa: PLC0415
+
+    t1 = time.perf_counter()
+    meta["decode"] = export_decoder(cfg.model, params, out_dir, max_len=decode_max_len, chunk=decode_chunk)
+    meta["decode"]["export_s"] = time.perf_counter() - t1
+    meta["decode"].pop("cache")
+  if tokenizer_dir and os.path.isdir(tokenizer_dir):
+    import shutil  # noqa: PLC0415
+
+    shutil.copytree(tokenizer_dir, os.path.join(out_dir, "tokenizer"), dirs_exist_ok=True)
   write_export(out_dir, graph, params, meta, cfg.model)
   return meta
 

@@ -17,6 +17,7 @@ import os
 import torch
 import torch.fx
 
+from confspec import RunError
 from npu_backend.runtime.primitives import DTYPES, MULTI_OUTPUT, OPS
 from runkit.atomic import atomic_path, atomic_write_json, make_dir
 
@@ -24,8 +25,8 @@ GRAPH_FILE = "graph.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
-class ExportError(RuntimeError):
-  """A broken or incompatible export directory (one line, names the file)."""
+class ExportError(RunError):
+  """A broken or incompatible export directory (one line, names the file; a binary exits 2 with it)."""
 
 
 def _index(x, *, i):
@@ -217,4 +218,24 @@ def load(directory: str, lowering=None, device: str = "cpu") -> torch.fx.GraphMo
   if ir.get("format") != "npu_backend.ir/1":
     raise ExportError(f"{gpath}: not an npu_backend export (format {ir.get('format')!r})")
   tensors = load_tensors(os.path.join(directory, WEIGHTS_FILE))
-  return build_module(ir, tensors, lowering, device)
+  module = build_module(ir, tensors, lowering, device)
+  module.register_forward_pre_hook(_shape_check(ir["inputs"], directory))
+  return module
+
+
+def _shape_check(specs: list, directory: str):
+  """A forward pre-hook: an input whose shape differs from the exported one is one line naming the input, the
+  dimension and the shape it must have (the graph is static; torch's own error would come from deep inside)."""
+
+  def hook(module, args):
+    if len(args) != len(specs):
+      raise ExportError(f"{directory}: the graph takes {len(specs)} inputs, got {len(args)}")
+    for i, (a, spec) in enumerate(zip(args, specs)):
+      shape, want = tuple(getattr(a, "shape", ())), tuple(spec["shape"])
+      if shape != want:
+        bad = next((d for d, (x, y) in enumerate(zip(shape, want)) if x != y), min(len(shape), len(want)))
+        raise ExportError(f"{directory}: input {i} has shape {shape} but the graph was exported for {want}: "
+                          f"dimension {bad} must be {want[bad] if bad < len(want) else '(absent)'}; allowed: "
+                          f"exactly {want} (re-export, or generate through the decoder graphs)")
+
+  return hook
