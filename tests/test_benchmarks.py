@@ -23,6 +23,9 @@ from conftest import REPO
     ("hf_import_memory.py", ["--hidden=64", "--layers=2", "--experts=4", "--ffn=64", "--vocab=512", "--shards=3"],
      {"ours_peak_increment_mb", "transformers_peak_increment_mb", "ratio_ours_vs_transformers", "shards",
       "largest_shard_mb", "ours_minus_params_in_shards"}),
+    ("torch_generate.py", ["--prompt_len=8", "--new=4", "--chunk=4", "--repeats=1"],
+     {"torch_decode_tokens_per_s", "jax_decode_tokens_per_s", "decode_ratio", "torch_prefill_tokens_per_s",
+      "jax_prefill_tokens_per_s", "prefill_ratio", "tokens_equal"}),
 ])
 def test_benchmark_smoke(script, args, keys):
   proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True,
@@ -30,6 +33,8 @@ def test_benchmark_smoke(script, args, keys):
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert keys <= set(out)
+  if "tokens_equal" in out:
+    assert out["tokens_equal"]  # the torch decoder's greedy tokens are JAX's
   if "max_rel_err" in out:
     assert out["max_rel_err"] < 1e-5
   if "forward_rel_l2_vs_torch" in out:

@@ -135,19 +135,44 @@ def slice_(x, *, start_indices, limit_indices, strides=None):
   return x[idx]
 
 
+def _clamped_start(s, limit: int):
+  """JAX's start clamping, [0, limit]; a Python int eagerly, a 0-d tensor under torch.compile (no .item() break)."""
+  if torch.compiler.is_compiling():
+    return torch.clamp(torch.as_tensor(s), 0, limit)
+  return int(torch.clamp(torch.as_tensor(s), 0, limit))
+
+
+def _window(s, size: int, d: int, ndim: int, device):
+  """Indices s .. s+size-1 along dim d, shaped to broadcast against the other dims (for compiled graphs)."""
+  shape = [1] * ndim
+  shape[d] = size
+  return (s.to(device) + torch.arange(size, device=device)).reshape(shape)
+
+
 def dynamic_slice(x, *starts, slice_sizes):
+  if torch.compiler.is_compiling():  # index tensors: the start stays a tensor, so the graph does not break
+    out = x
+    for d, (s, size) in enumerate(zip(starts, slice_sizes)):
+      if size != x.shape[d]:
+        idx = _clamped_start(s, x.shape[d] - size).to(x.device) + torch.arange(size, device=x.device)
+        out = out.index_select(d, idx)
+    return out
   out = x
   for d, (s, size) in enumerate(zip(starts, slice_sizes)):
-    s = int(torch.clamp(s, 0, x.shape[d] - size))
+    s = _clamped_start(s, x.shape[d] - size)
     out = out.narrow(d, s, size)
   return out
 
 
 def dynamic_update_slice(x, update, *starts):
+  if torch.compiler.is_compiling():
+    idx = tuple(_window(_clamped_start(s, x.shape[d] - update.shape[d]), update.shape[d], d, x.ndim, x.device)
+                for d, s in enumerate(starts))
+    return x.index_put(idx, update)
   out = x.clone()
   idx = []
   for d, s in enumerate(starts):
-    s = int(torch.clamp(s, 0, x.shape[d] - update.shape[d]))
+    s = _clamped_start(s, x.shape[d] - update.shape[d])
     idx.append(slice(s, s + update.shape[d]))
   out[tuple(idx)] = update
   return out
@@ -397,13 +422,14 @@ def _scatter(operand, indices, updates, dn, mode, accumulate):
   flat = torch.zeros(ushape, dtype=torch.int64, device=dev)
   for d in range(operand.ndim):
     flat = flat * operand.shape[d] + full[d]
-  out = operand.clone().reshape(-1)
-  sel, upd = flat[valid], updates[valid].to(operand.dtype)
-  if accumulate:
-    out.index_add_(0, sel, upd)
-  else:
-    out[sel] = upd
-  return out.reshape(operand.shape)
+  # out-of-bounds updates go to one spare slot past the end, dropped after: no boolean mask, so the output shape
+  # never depends on the data (torch.compile traces it without a graph break)
+  n = operand.numel()
+  sel = torch.where(valid, flat, n).reshape(-1)
+  upd = updates.to(operand.dtype).expand(ushape).reshape(-1)
+  out = torch.cat([operand.reshape(-1), operand.new_zeros(1)])
+  out = out.index_add(0, sel, upd) if accumulate else out.index_put((sel,), upd)
+  return out[:n].reshape(operand.shape)
 
 
 def scatter(operand, indices, updates, *, dimension_numbers, mode, **_):
