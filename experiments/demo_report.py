@@ -225,7 +225,8 @@ def write_report(out: str) -> str:
               ("Tiny Pangu MoE training", _train_section(out, fig, plots)),
               ("Generation", _generate_section(out, fig)),
               ("Export to PyTorch and parity", _parity_section(out, fig, plots)),
-              ("Peg-in-hole: PPO + compliance + PEAD (L-shaped peg)", _rl_section(out, fig, plots))]
+              ("Peg-in-hole: PPO + compliance, + PEAD in the full run (L-shaped peg)",
+               _rl_section(out, fig, plots))]
   for title, lines in sections:
     md += [f"## {title}", ""] + lines + [""]
   md += ["## Plots", ""] + [f"![{os.path.splitext(os.path.basename(p))[0]}]({p})" for p in plots if p] + [""]
