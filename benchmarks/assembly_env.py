@@ -1,4 +1,5 @@
-"""Assembly env throughput: MJX batched (1, 256, 1024 worlds) against MuJoCo's C engine through gymnasium.
+"""Assembly env throughput: MJX batched (1, 256, 1024 worlds), the C-engine backend (`env.backend=mujoco`) against
+raw `mujoco.rollout` stepping of the same worlds on the same threads, and MuJoCo's C engine through gymnasium.
 
 Same model (l_shape peg, default env config), random actions in [-1, 1], episodes
 auto-reset. MJX: Brax's training wrappers (vmap + episode + auto-reset) around our
@@ -8,10 +9,12 @@ Policy steps/s and physics substeps/s (policy steps x substeps) for each; then
 the MJX speed levers at the best batch (solver iterations, all contact pairs
 instead of pruned ones, fewer substeps with a softer contact).
 
-Last line: JSON with mjx_steps_per_s (best batch, default settings),
-mujoco_c_steps_per_s (both cores), ratio (mjx / C), and the per-batch and
-per-lever figures.
-Usage: python benchmarks/assembly_env.py [--steps=40] [--c_steps=20000] [--peg=l_shape]
+C-engine backend: the same Brax-wrapped scan with `env.backend=mujoco` (one host call per policy step for the
+batch); raw: `CEngine.rollout` alone (substeps of every world at a fixed command, no JAX, no task code), same
+worlds, same threads. Last line: JSON with mjx_steps_per_s (best batch, default settings),
+mujoco_c_steps_per_s (both cores, gymnasium), ratio (mjx / C), cengine_steps_per_s, raw_rollout_steps_per_s,
+cengine_vs_raw (the issue's >= 0.9 target), cengine_vs_mjx, and the per-batch and per-lever figures.
+Usage: python benchmarks/assembly_env.py [--steps=40] [--c_steps=20000] [--peg=l_shape] [--cengine_batch=256]
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from control_brax.config import base_env_config  # noqa: E402
 from control_brax.envs import PegInHoleEnv  # noqa: E402
 
 
-def mjx_rate(env_cfg, batch: int, steps: int, repeats: int = 2) -> dict:
+def mjx_rate(env_cfg, batch: int, steps: int, repeats: int = 2, backend: str = "mjx", keep_env: bool = False) -> dict:
+  env_cfg = env_cfg.copy_and_resolve_references()
+  env_cfg.backend = backend
   env = PegInHoleEnv(env_cfg)
   wrapped = brax_wrappers.wrap(env, episode_length=env.spec.episode_steps)
   state = jax.jit(wrapped.reset)(jax.random.split(jax.random.PRNGKey(0), batch))
@@ -51,8 +56,11 @@ def mjx_rate(env_cfg, batch: int, steps: int, repeats: int = 2) -> dict:
   compile_s = time.perf_counter() - t0
   t = best_time(lambda: jax.block_until_ready(run(state, jax.random.PRNGKey(2))), repeats)
   rate = batch * steps / t
-  return {"batch": batch, "policy_steps_per_s": rate, "physics_steps_per_s": rate * env.spec.substeps,
-          "first_call_s": compile_s}
+  out = {"batch": batch, "policy_steps_per_s": rate, "physics_steps_per_s": rate * env.spec.substeps,
+         "first_call_s": compile_s}
+  if keep_env:  # the env and one more timed call's closure, for cengine_rates
+    out.update(env=env, run=lambda: jax.block_until_ready(run(state, jax.random.PRNGKey(2))))
+  return out
 
 
 def _c_worker(args):
@@ -81,11 +89,36 @@ def c_rate(env_cfg, steps: int, workers: int) -> dict:
   return {"workers": workers, "policy_steps_per_s": rate, "physics_steps_per_s": rate * res[0][2]}
 
 
+def cengine_rates(env_cfg, batch: int, steps: int, repeats: int = 2) -> tuple[dict, dict]:
+  """The C-engine backend in the Brax-wrapped scan, and raw `mujoco.rollout` of exactly the calls it made.
+
+  The backend's host calls of one scan are recorded (initial states, commands, friction, clearance), then
+  replayed through `CEngine.rollout` alone (no JAX, no task code, no sensor post-processing): the same worlds
+  and physics on the same threads.
+  """
+  env_cfg = env_cfg.copy_and_resolve_references()
+  env_cfg.backend = "mujoco"
+  ce = mjx_rate(env_cfg, batch, steps, repeats, backend="mujoco", keep_env=True)
+  engine = ce.pop("env").engine
+  engine.record = []
+  ce.pop("run")()
+  calls, engine.record = engine.record, None
+  t = best_time(lambda: [engine.rollout(*c) for c in calls], repeats)
+  rate = batch * len(calls) / t
+  raw = {"batch": batch, "threads": engine.threads, "policy_steps_per_s": rate,
+         "physics_steps_per_s": rate * engine.substeps, "calls": len(calls)}
+  return ce, raw
+
+
 def main(argv):
   del argv
   cfg = base_env_config()
   cfg.peg = _PEG.value
 
+  cb = _CENGINE_BATCH.value
+  ce, raw = cengine_rates(cfg, cb, _STEPS.value)
+  print(json.dumps({"engine": "cengine", **ce}), flush=True)
+  print(json.dumps({"engine": "raw_rollout", **raw}), flush=True)
   c2 = c_rate(cfg, _C_STEPS.value, 2)
   print(json.dumps({"engine": "mujoco_c", **c2}), flush=True)
   c1 = c_rate(cfg, _C_STEPS.value, 1)
@@ -107,6 +140,7 @@ def main(argv):
     v = base_env_config()
     v.peg = _PEG.value
     v.update(over)
+    v.backend = "mjx"
     r = mjx_rate(v, best["batch"], _STEPS.value)
     levers[name] = {"settings": over, "policy_steps_per_s": r["policy_steps_per_s"],
                     "physics_steps_per_s": r["physics_steps_per_s"],
@@ -118,6 +152,10 @@ def main(argv):
       "mjx_best_batch": best["batch"], "mujoco_c_steps_per_s": c2["policy_steps_per_s"],
       "mujoco_c_physics_steps_per_s": c2["physics_steps_per_s"], "mujoco_c_one_core_steps_per_s":
       c1["policy_steps_per_s"], "ratio": best["policy_steps_per_s"] / c2["policy_steps_per_s"],
+      "cengine_steps_per_s": ce["policy_steps_per_s"], "cengine_batch": cb, "cengine_threads": raw["threads"],
+      "raw_rollout_steps_per_s": raw["policy_steps_per_s"],
+      "cengine_vs_raw": ce["policy_steps_per_s"] / raw["policy_steps_per_s"],
+      "cengine_vs_mjx": ce["policy_steps_per_s"] / best["policy_steps_per_s"],
       "mjx_batches": {str(r["batch"]): r["policy_steps_per_s"] for r in batches}, "levers": levers,
       "peg": _PEG.value, "devices": str(jax.devices()[0])}))
 
@@ -127,4 +165,5 @@ if __name__ == "__main__":
   _STEPS = flags.DEFINE_integer("steps", 40, "Policy steps per timed MJX call.")
   _C_STEPS = flags.DEFINE_integer("c_steps", 20000, "Policy steps per C-engine process.")
   _PEG = flags.DEFINE_string("peg", "l_shape", "Peg file name.")
+  _CENGINE_BATCH = flags.DEFINE_integer("cengine_batch", 256, "Worlds of the C-engine backend and raw rollout.")
   confspec.run(main)

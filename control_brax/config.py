@@ -38,7 +38,13 @@ def _per_axis(default, lo=None, lo_open=False, doc=""):
   return Field(tuple, default, item=float, length=6, lo=lo, lo_open=lo_open, doc=doc + " (x, y, z, rx, ry, rz)")
 
 
+BACKENDS = ("auto", "mjx", "mujoco")
+
 ENV_SCHEMA = {
+    "backend": Field(str, "auto", choices=BACKENDS,
+                     doc="physics engine: mjx (in the jit'd program; accelerators), mujoco (MuJoCo's C engine in "
+                         "native threads; CPUs), auto (mujoco on a CPU, mjx otherwise)"),
+    "threads": Field(int, 0, lo=0, hi=1024, doc="C-engine threads (backend mujoco); 0 = every core of this process"),
     "peg": Field(str, "square", doc="peg file name under configs/assembly/pegs (e.g. l_shape) or a path"),
     "control_dt": Field(float, 0.01, lo=0.001, hi=0.1, doc="policy and admittance period (s)"),
     "substeps": Field(int, 10, lo=1, hi=100, doc="physics steps per control step (timestep = control_dt / substeps)"),

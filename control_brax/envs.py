@@ -10,6 +10,13 @@ the pipeline state and the observation but not `info`.
 
 The task semantics are `control_brax.task`'s, shared with the C-engine adapter
 (`control_brax.gym_env`).
+
+Physics backends (`env.backend`): "mjx" steps MJX inside the jit'd program (the engine for accelerators);
+"mujoco" steps MuJoCo's C engine for the whole batch in native threads through one `jax.pure_callback` per
+control step (`control_brax.cengine`; the engine for CPUs, where MJX runs at about a tenth of its speed);
+"auto" picks "mujoco" when JAX's default backend is the CPU and "mjx" otherwise. Both run the same task code
+and return the same `State`; only `state.pipeline_state.data` differs (`mjx.Data`, or `CData` with the C
+engine's carried state and the pose and velocities the task reads).
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from brax.envs.base import Env, State
 from flax import struct
 from mujoco import mjx
 
+from confspec import ConfigError
 from control_brax import task
-from control_brax.config import base_env_config, load_peg, validate_env
+from control_brax.config import BACKENDS, base_env_config, load_peg, validate_env
 from control_brax.geometry import PhysicsSpec, build_mjcf, peg_geoms
 
 
@@ -73,11 +81,30 @@ class Model:
     return base - xp.asarray([1.0, 1.0, 0.0]) * shrink
 
 
+def resolve_backend(name: str) -> str:
+  """"mjx" or "mujoco" for an `env.backend` value ("auto": the C engine on a CPU, MJX on an accelerator)."""
+  if name not in BACKENDS:
+    raise ConfigError(f"env.backend: {name!r}; allowed: {', '.join(BACKENDS)}")
+  if name == "auto":
+    return "mujoco" if jax.default_backend() == "cpu" else "mjx"
+  return name
+
+
+@struct.dataclass
+class CData:
+  """A world's physics between control steps on the C engine (see control_brax.cengine)."""
+
+  words: jax.Array  # uint32 (2 * nstate,): the float64 full physics state's bytes
+  fresh: jax.Array  # bool: just reset; the host builds the state from qpos
+  qpos: jax.Array
+  qvel: jax.Array
+
+
 @struct.dataclass
 class AssemblyState:
   """Everything one episode carries (Brax's auto-reset restores it whole)."""
 
-  data: mjx.Data
+  data: mjx.Data | CData
   t: jax.Array  # control steps taken
   start: jax.Array  # (6,) initial tip pose = the robot's belief of the hole's pose
   adm_x: jax.Array
@@ -97,7 +124,16 @@ class PegInHoleEnv(Env):
   def __init__(self, env=None, peg=None):
     self.model = Model(env, peg)
     self.spec = self.model.spec
-    self.sys = mjx.put_model(self.model.mj_model)
+    self._backend = resolve_backend(self.model.env.backend)
+    if self._backend == "mujoco":
+      try:
+        from control_brax.cengine import CEngine  # noqa: PLC0415
+      except ImportError as e:  # MuJoCo without its native batched stepper
+        raise ConfigError(f"env.backend: 'mujoco' needs mujoco.rollout (MuJoCo >= 3.3; installed "
+                          f"{mujoco.__version__}): {e}; or set env.backend=mjx") from None
+      self.engine = CEngine(self.model, self.model.env.threads)
+    else:
+      self.sys = mjx.put_model(self.model.mj_model)
 
   # -- Brax Env interface
   @property
@@ -110,7 +146,8 @@ class PegInHoleEnv(Env):
 
   @property
   def backend(self) -> str:
-    return "mjx"
+    """The physics engine ("mjx" or "mujoco"); Brax's `Env.backend`."""
+    return self._backend
 
   @property
   def dt(self) -> float:
@@ -123,11 +160,15 @@ class PegInHoleEnv(Env):
 
   def reset_to(self, start, friction, shrink, rng) -> State:
     """The episode starting at tip pose `start` (6,) with the given friction and clearance shrink."""
-    sys = self._sys(friction, shrink)
-    data = mjx.make_data(sys)
-    data = data.replace(qpos=start, ctrl=start)
-    data = mjx.forward(sys, data)
     zeros = jnp.zeros(6)
+    if self._backend == "mujoco":
+      data = CData(words=jnp.zeros(self.engine.state_words, jnp.uint32), fresh=jnp.ones((), bool),
+                   qpos=jnp.asarray(start, jnp.float32), qvel=zeros)
+    else:
+      sys = self._sys(friction, shrink)
+      data = mjx.make_data(sys)
+      data = data.replace(qpos=start, ctrl=start)
+      data = mjx.forward(sys, data)
     ps = AssemblyState(data=data, t=jnp.zeros((), jnp.int32), start=start, adm_x=zeros, adm_v=zeros, rl=zeros,
                        wrench=zeros, depth=jnp.zeros(()), peak_force=jnp.zeros(()), friction=jnp.asarray(friction),
                        shrink=jnp.asarray(shrink), rng=rng)
@@ -143,7 +184,10 @@ class PegInHoleEnv(Env):
     spec = self.spec
     cmd, adm_x, adm_v, rl = task.controller_step(spec, ps.t, ps.start, ps.adm_x, ps.adm_v, ps.rl, ps.wrench,
                                                  action, jnp)
-    data, wrench, (pen, floor_pen) = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
+    if self._backend == "mujoco":
+      data, wrench, (pen, floor_pen) = self._c_physics(ps, cmd)
+    else:
+      data, wrench, (pen, floor_pen) = self._physics(self._sys(ps.friction, ps.shrink), ps.data, cmd)
     t = ps.t + 1
     reward, done, success, failure, depth, force = task.reward_and_done(spec, data.qpos, wrench, ps.depth, t, jnp)
     ps = ps.replace(data=data, t=t, adm_x=adm_x, adm_v=adm_v, rl=rl, wrench=jnp.where(jnp.isfinite(wrench),
@@ -176,6 +220,21 @@ class PegInHoleEnv(Env):
 
     data, (wrenches, pen, floor_pen) = jax.lax.scan(body, data, None, length=self.spec.substeps)
     return data, wrenches.mean(axis=0), (pen.max(), floor_pen.max())
+
+  def _c_physics(self, ps: AssemblyState, ctrl):
+    """The same control period on the C engine: one host call for the whole (vmapped) batch."""
+    from control_brax.cengine import readout  # noqa: PLC0415
+
+    d, eng = ps.data, self.engine
+    f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
+    shapes = (jax.ShapeDtypeStruct(d.words.shape, jnp.uint32), f32((eng.substeps, 6)), f32((6,)),
+              f32((eng.substeps, eng.base.nsensordata)))
+    words, q_all, qvel, sens = jax.pure_callback(
+        eng.step, shapes, d.words, d.fresh, d.qpos, ctrl.astype(jnp.float32), ps.friction, ps.shrink,
+        vmap_method="broadcast_all")
+    q_pre = jnp.concatenate([d.qpos[None], q_all[:-1]])
+    wrench, pen, floor_pen = readout(sens, q_pre, eng.pair_on_floor, jnp)
+    return CData(words=words, fresh=jnp.zeros((), bool), qpos=q_all[-1], qvel=qvel), wrench, (pen, floor_pen)
 
   def _observe(self, ps: AssemblyState):
     noise = jax.random.normal(ps.rng, (12,)) if (self.spec.obs_force_noise or self.spec.obs_pose_noise) else (

@@ -72,3 +72,21 @@ def extend_ddpg(params, opt_states, index, counts, obs_size: int):
          "target_actor": actor(params["target_actor"]), "target_critics": critics(params["target_critics"])}
   actor_opt, critic_opt = opt_states
   return new, (_map_adam(actor_opt, actor), _map_adam(critic_opt, critics))
+
+
+def extend_sac(params, opt_states, index, counts, obs_size: int):
+  """SAC params {"actor", "critics", "target_critics", "log_alpha"} and its three optimisers' states: the
+  actor's outputs are means then log-stds, so both halves take the group's rows; the temperature is kept."""
+  n_old = len(counts)
+  actor_index = list(index) + [n_old + i for i in index]
+
+  def actor(layers):
+    return nets.extend_outputs(layers, actor_index)
+
+  def critics(cs):
+    return [nets.extend_inputs(c, obs_size, index, counts) for c in cs]
+
+  new = {"actor": actor(params["actor"]), "critics": critics(params["critics"]),
+         "target_critics": critics(params["target_critics"]), "log_alpha": params["log_alpha"]}
+  actor_opt, critic_opt, alpha_opt = opt_states
+  return new, (_map_adam(actor_opt, actor), _map_adam(critic_opt, critics), alpha_opt)

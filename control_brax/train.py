@@ -35,9 +35,9 @@ from ml_collections import config_flags
 import confspec
 from control_brax.config import load_peg
 from control_brax.envs import PegInHoleEnv
-from control_brax.pead import extend_ddpg, extend_ppo, group_index
+from control_brax.pead import extend_ddpg, extend_ppo, extend_sac, group_index
 from control_brax.plots import learning_curve
-from control_brax.rl import ddpg, ppo, rollout
+from control_brax.rl import ddpg, ppo, replay, rollout, sac
 from control_brax.rl.config import pead_stages, validate_rl
 from runkit.atomic import atomic_write_json
 from runkit.checkpoint import Checkpointer, all_finite
@@ -52,7 +52,7 @@ def stage_env(cfg, stage: int):
 
 
 def make_algo(cfg, env):
-  return ppo.make(env, cfg.ppo) if cfg.algo == "ppo" else ddpg.make(env, cfg.ddpg)
+  return {"ppo": ppo, "ddpg": ddpg, "sac": sac}[cfg.algo].make(env, cfg[cfg.algo])
 
 
 class Runner:
@@ -96,9 +96,9 @@ def _extend(cfg, ts, old_stage: int, new_stage: int, env):
   if cfg.algo == "ppo":
     params, opt = jax.vmap(lambda p, o: extend_ppo(p, o, index))(ts.params, ts.opt_state)
   else:
-    params, opt = jax.vmap(lambda p, o: extend_ddpg(p, o, index, counts, env.observation_size))(
-        ts.params, ts.opt_state)
-    ts = ts.replace(buffer=jax.vmap(lambda b: ddpg.extend_buffer(b, index))(ts.buffer))
+    extend = extend_ddpg if cfg.algo == "ddpg" else extend_sac
+    params, opt = jax.vmap(lambda p, o: extend(p, o, index, counts, env.observation_size))(ts.params, ts.opt_state)
+    ts = ts.replace(buffer=jax.vmap(lambda b: replay.extend_buffer(b, index))(ts.buffer))
   return ts.replace(params=params, opt_state=opt)
 
 

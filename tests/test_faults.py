@@ -164,6 +164,10 @@ ROWS = [
      "--config.env.peg={f[noget]}", 2, "has no get_config() function"),
     ("rl-train-loose-peg", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
      "--config.env.peg={f[loose_peg]}", 2, "is not a fit"),
+    ("rl-train-unknown-backend", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
+     "--config.env.backend=bullet", 2, "env.backend: 'bullet' is not allowed; allowed: one of 'auto', 'mjx', 'mujoco'"),
+    ("rl-train-unknown-algo", "control_brax.train --config=configs/assembly/ppo_square.py --workdir={t}/w "
+     "--config.algo=a2c", 2, "config.algo: 'a2c' is not allowed; allowed: one of 'ppo', 'ddpg', 'sac'"),
 ]
 
 

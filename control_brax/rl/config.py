@@ -1,6 +1,6 @@
-"""RL run configs: sections `env`, `algo`, `ppo`, `ddpg`, `train`, `pead`, `cs3` (declarations, validation).
+"""RL run configs: sections `env`, `algo`, `ppo`, `ddpg`, `sac`, `train`, `pead`, `cs3` (declarations, validation).
 
-`configs/assembly/{ppo_square,ppo_l_shape,ddpg_l_shape}.py` start from
+`configs/assembly/{ppo_square,ppo_l_shape,ddpg_l_shape,sac_l_shape}.py` start from
 `base_rl_config()` and change what differs. Every field is declared once below
 with its default; `ALGO_DEFAULTS` holds the defaults that depend on the
 algorithm. Step counts are environment steps (one policy step of one world).
@@ -60,6 +60,22 @@ DDPG_SCHEMA = {
     "lcrl_hidden": _widths((), _LCRL_HIDDEN_DOC),
 }
 
+SAC_SCHEMA = {
+    "num_envs": Field(int, 32, lo=1),
+    "steps_per_iteration": Field(int, 8, lo=1, doc="env steps per world per iteration"),
+    "updates_per_iteration": Field(int, 32, lo=1), "batch_size": Field(int, 256, lo=1),
+    "buffer_size": Field(int, 200_000, lo=1),
+    "warmup_steps": Field(int, 5000, lo=0, doc="random-action env steps before learning"),
+    "actor_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1),
+    "alpha_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1, doc="temperature learning rate"),
+    "init_alpha": Field(float, 0.1, lo=0, lo_open=True, doc="initial temperature"),
+    "target_entropy_scale": Field(float, 1.0, lo=0, doc="target entropy = -this x action size"),
+    "log_std_min": Field(float, -5.0, lo=-20, hi=0), "log_std_max": Field(float, 1.0, lo=-5, hi=5),
+    "gamma": Field(float, 0.99, lo=0, hi=1), "tau": Field(float, 0.005, lo=0, lo_open=True, hi=1),
+    "hidden": _widths((64, 64), "hidden widths of the actor and critic MLPs"),
+    "normalize_obs": Field(bool, True), "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
+}
+
 CS3_SCHEMA = {
     "samples": Field(int, 4096, lo=2, doc="Monte-Carlo samples (state, probe action, ordering)"),
     "batch": Field(int, 256, lo=2, doc="samples per batched simulator call (x (n_actions + 1) worlds)"),
@@ -94,11 +110,11 @@ PEAD_SCHEMA = {
     "plateau_min_delta": Field(float, 0.5, lo=0, doc="eval return improvement that counts"),
 }
 
-SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, "ppo", choices=("ppo", "ddpg")), "ppo": PPO_SCHEMA,
-          "ddpg": DDPG_SCHEMA, "train": TRAIN_SCHEMA, "pead": PEAD_SCHEMA, "cs3": CS3_SCHEMA}
+SCHEMA = {"env": ENV_SCHEMA, "algo": Field(str, "ppo", choices=("ppo", "ddpg", "sac")), "ppo": PPO_SCHEMA,
+          "ddpg": DDPG_SCHEMA, "sac": SAC_SCHEMA, "train": TRAIN_SCHEMA, "pead": PEAD_SCHEMA, "cs3": CS3_SCHEMA}
 
 # The defaults that depend on the algorithm (dotted paths into SCHEMA); the rest are the declared ones.
-ALGO_DEFAULTS = {"ppo": {}, "ddpg": {"train.total_env_steps": 300_000}}
+ALGO_DEFAULTS = {"ppo": {}, "ddpg": {"train.total_env_steps": 300_000}, "sac": {"train.total_env_steps": 300_000}}
 
 
 def base_rl_config(algo: str = "ppo", overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -168,7 +184,7 @@ def pead_stages(c) -> list:
 def _check(c) -> None:
   validate_env(c.env)
   section = c[c.algo]
-  if section.lcrl_graph:
+  if section.get("lcrl_graph", ""):
     if c.pead.enabled:
       raise ConfigError(f"{c.algo}.lcrl_graph: LCRL with pead.enabled is not supported (the action size changes "
                         "between PEAD stages); disable one")

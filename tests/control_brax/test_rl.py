@@ -15,8 +15,8 @@ import pytest
 
 from control_brax.config import POSE_AXES, base_env_config
 from control_brax.envs import PegInHoleEnv
-from control_brax.pead import extend_ddpg, extend_policy, group_index
-from control_brax.rl import ddpg, networks, ppo
+from control_brax.pead import extend_ddpg, extend_policy, extend_sac, group_index
+from control_brax.rl import ddpg, networks, ppo, sac
 from control_brax.rl.config import base_rl_config
 from control_brax.rl.normalize import init_stats, update_stats
 from runkit.checkpoint import Checkpointer
@@ -110,13 +110,58 @@ def test_pead_extension_preserves_ddpg_actor_and_critic():
                                np.asarray(networks.mlp(c_old, x, jax.nn.relu)), atol=1e-5)
 
 
+def test_sac_squashed_gaussian_density_is_scipys():
+  """log pi(a|s) of the tanh-squashed Gaussian equals scipy's normal log-pdf of atanh(a) minus log(1 - a^2)
+  (the change of variables written the naive way, in float64), and the actions stay inside (-1, 1)."""
+  from scipy import stats  # noqa: PLC0415
+
+  rng = np.random.default_rng(0)
+  out = jnp.asarray(rng.normal(size=(64, 6)) * [1.0, 0.5, 2.0, 1.5, -1.0, 0.3], jnp.float32)
+  a, logp = sac.squashed_gaussian(out, jax.random.PRNGKey(3), -5.0, 1.0)
+  a, logp, out = (np.asarray(x, np.float64) for x in (a, logp, out))
+  mean, raw = out[:, :3], out[:, 3:]
+  std = np.exp(-5.0 + 3.0 * (np.tanh(raw) + 1.0))
+  u = np.arctanh(np.clip(a, -1 + 1e-12, 1 - 1e-12))
+  want = (stats.norm.logpdf(u, mean, std) - np.log(1 - a ** 2)).sum(-1)
+  ok = np.abs(a).max(-1) < 0.999  # float32 tanh saturates beyond; atanh of the rounded action is meaningless
+  assert ok.sum() > 40 and np.abs(a).max() < 1.0
+  np.testing.assert_allclose(logp[ok], want[ok], rtol=2e-3, atol=2e-3)
+
+
+def test_pead_extension_preserves_sac_actor_and_critics():
+  old, new = PEAD4, ()
+  env_old, env_new = _env(old), _env(new)
+  index, counts = group_index(POSE_AXES, old, new)
+  cfg = base_rl_config("sac").sac
+  cfg.num_envs, cfg.buffer_size = 2, 16
+  algo, algo_new = sac.make(env_old, cfg), sac.make(env_new, cfg)
+  ts = jax.jit(algo.init)(jax.random.PRNGKey(0))
+  params, opt = extend_sac(ts.params, ts.opt_state, index, counts, env_old.observation_size)
+  assert jax.tree.structure(opt) == jax.tree.structure(jax.jit(algo_new.init)(jax.random.PRNGKey(0)).opt_state)
+  obs = jax.random.normal(jax.random.PRNGKey(1), (16, env_old.observation_size))
+  a_old = algo.act(ts.params, ts.obs_stats, obs)
+  np.testing.assert_allclose(np.asarray(algo_new.act(params, ts.obs_stats, obs)),
+                             np.asarray(a_old[:, jnp.asarray(index)]), atol=1e-6)
+  out_old = networks.mlp(ts.params["actor"], obs, jax.nn.relu)
+  out_new = networks.mlp(params["actor"], obs, jax.nn.relu)
+  n_old, n_new = len(counts), len(index)
+  np.testing.assert_allclose(np.asarray(out_new[:, n_new:]), np.asarray(out_old[:, n_old:][:, jnp.asarray(index)]),
+                             atol=1e-6)  # each new output's log-std is its group's
+  x_old = jnp.concatenate([obs, a_old], -1)
+  x_new = jnp.concatenate([obs, a_old[:, jnp.asarray(index)]], -1)
+  for c_old, c_new in zip(ts.params["critics"], params["critics"]):
+    np.testing.assert_allclose(np.asarray(networks.mlp(c_new, x_new, jax.nn.relu)),
+                               np.asarray(networks.mlp(c_old, x_old, jax.nn.relu)), atol=1e-5)
+
+
 def _tiny(algo="ppo", **train):
   c = base_rl_config(algo)
   c.env.peg = "square"
   c.env.episode_steps = 20
   c.ppo.update(num_envs=8, rollout_len=8, minibatches=2, epochs=2, hidden=(16, 16))
-  c.ddpg.update(num_envs=4, steps_per_iteration=4, updates_per_iteration=4, batch_size=16, buffer_size=512,
-                warmup_steps=32, hidden=(16, 16))
+  for section in (c.ddpg, c.sac):
+    section.update(num_envs=4, steps_per_iteration=4, updates_per_iteration=4, batch_size=16, buffer_size=512,
+                   warmup_steps=32, hidden=(16, 16))
   c.train.update(total_env_steps=256, eval_every_steps=128, eval_envs=8, checkpoint_every_steps=128, num_seeds=2)
   c.train.update(train)
   return c
@@ -129,13 +174,13 @@ def _leaves(workdir, cfg):
   return [np.asarray(x) for x in jax.tree.leaves(ts.params)]
 
 
-@pytest.mark.parametrize("algo", ["ppo", "ddpg"])
+@pytest.mark.parametrize("algo", ["ppo", "ddpg", "sac"])
 def test_iteration_keeps_the_train_state_types(algo):
   """The init's state has no weak-typed leaf (a state restored from a checkpoint never has) and one iteration
   returns exactly the init's types, so neither the driver's second iteration nor a resumed run compiles the
   iteration program again (each compile of the MJX rollout costs about a minute here)."""
   c = _tiny(algo)
-  algo_ = ppo.make(_env((POSE_AXES,)), c.ppo) if algo == "ppo" else ddpg.make(_env((POSE_AXES,)), c.ddpg)
+  algo_ = {"ppo": ppo, "ddpg": ddpg, "sac": sac}[algo].make(_env((POSE_AXES,)), c[algo])
   ts0 = jax.eval_shape(algo_.init, jax.random.PRNGKey(0))
   ts1, _ = jax.eval_shape(algo_.iteration, ts0)
   kind = lambda a: (a.shape, a.dtype, a.weak_type)  # noqa: E731
@@ -147,12 +192,11 @@ def test_iteration_keeps_the_train_state_types(algo):
   assert not weak, weak
 
 
-@pytest.mark.parametrize("algo,pead", [("ppo", True), pytest.param("ddpg", False, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("algo,pead", [("ppo", True), ("ddpg", False), ("sac", True)])
 def test_driver_resume_is_exact_and_pead_switches(tmp_path, algo, pead):
   """A run interrupted after its first checkpoint and resumed ends with the same weights as an uninterrupted one.
 
-  PPO resumes across a PEAD switch; DDPG without PEAD (each PEAD stage is one more compiled MJX program, and
-  the DDPG extension itself is checked above), to keep the suite within its time budget."""
+  PPO and SAC resume across a PEAD switch; DDPG without PEAD (its extension is checked above)."""
   from control_brax.train import train
 
   cfg = _tiny(algo)
