@@ -26,6 +26,7 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import control_brax.mujoco_setup  # noqa: E402, F401, I001 (first: MuJoCo without its warp notices)
 import jax  # noqa: E402
 from absl import flags  # noqa: E402
 from brax.envs.wrappers import training as brax_wrappers  # noqa: E402
