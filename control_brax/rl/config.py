@@ -42,7 +42,8 @@ PPO_SCHEMA = {
     "lcrl_hidden": _widths((), _LCRL_HIDDEN_DOC),
 }
 
-DDPG_SCHEMA = {
+# The fields every replay-based algorithm (control_brax.rl.replay: DDPG/TD3, SAC) declares alike.
+REPLAY_SCHEMA = {
     "num_envs": Field(int, 32, lo=1),
     "steps_per_iteration": Field(int, 8, lo=1, doc="env steps per world per iteration"),
     "updates_per_iteration": Field(int, 32, lo=1), "batch_size": Field(int, 256, lo=1),
@@ -50,30 +51,26 @@ DDPG_SCHEMA = {
     "warmup_steps": Field(int, 5000, lo=0, doc="random-action env steps before learning"),
     "actor_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1),
     "gamma": Field(float, 0.99, lo=0, hi=1), "tau": Field(float, 0.005, lo=0, lo_open=True, hi=1),
-    "exploration_noise": Field(float, 0.2, lo=0),
     "hidden": _widths((64, 64), "hidden widths of the actor and critic MLPs"),
+    "normalize_obs": Field(bool, True), "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
+}
+
+DDPG_SCHEMA = {
+    **REPLAY_SCHEMA,
+    "exploration_noise": Field(float, 0.2, lo=0),
     "td3": Field(bool, True, doc="twin critics, delayed actor updates, target policy smoothing"),
     "policy_delay": Field(int, 2, lo=1), "target_noise": Field(float, 0.2, lo=0),
     "target_noise_clip": Field(float, 0.5, lo=0),
-    "normalize_obs": Field(bool, True), "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
     "lcrl_graph": Field(str, "", doc=_LCRL_GRAPH_DOC),
     "lcrl_hidden": _widths((), _LCRL_HIDDEN_DOC),
 }
 
 SAC_SCHEMA = {
-    "num_envs": Field(int, 32, lo=1),
-    "steps_per_iteration": Field(int, 8, lo=1, doc="env steps per world per iteration"),
-    "updates_per_iteration": Field(int, 32, lo=1), "batch_size": Field(int, 256, lo=1),
-    "buffer_size": Field(int, 200_000, lo=1),
-    "warmup_steps": Field(int, 5000, lo=0, doc="random-action env steps before learning"),
-    "actor_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1), "critic_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1),
+    **REPLAY_SCHEMA,
     "alpha_lr": Field(float, 3e-4, lo=0, lo_open=True, hi=1, doc="temperature learning rate"),
     "init_alpha": Field(float, 0.1, lo=0, lo_open=True, doc="initial temperature"),
     "target_entropy_scale": Field(float, 1.0, lo=0, doc="target entropy = -this x action size"),
     "log_std_min": Field(float, -5.0, lo=-20, hi=0), "log_std_max": Field(float, 1.0, lo=-5, hi=5),
-    "gamma": Field(float, 0.99, lo=0, hi=1), "tau": Field(float, 0.005, lo=0, lo_open=True, hi=1),
-    "hidden": _widths((64, 64), "hidden widths of the actor and critic MLPs"),
-    "normalize_obs": Field(bool, True), "reward_scale": Field(float, 0.1, lo=0, lo_open=True),
 }
 
 CS3_SCHEMA = {

@@ -88,17 +88,22 @@ def test_pead_extension_preserves_actions_and_dynamics(old, new):
   np.testing.assert_array_equal(g_new.rl, g_old.rl)
 
 
-def test_pead_extension_preserves_ddpg_actor_and_critic():
-  old, new = PEAD4, ()
-  env_old, env_new = _env(old), _env(new)
-  index, counts = group_index(POSE_AXES, old, new)
-  cfg = base_rl_config("ddpg").ddpg
+def _extension_setup(module, name):
+  """PEAD4 -> one output per axis for a replay algorithm: (old algo, new algo, initial state, index, counts,
+  observations)."""
+  index, counts = group_index(POSE_AXES, PEAD4, ())
+  env_old, env_new = _env(PEAD4), _env(())
+  cfg = base_rl_config(name)[name]
   cfg.num_envs, cfg.buffer_size = 2, 16
-  algo = ddpg.make(env_old, cfg)
-  ts = jax.jit(algo.init)(jax.random.PRNGKey(0))  # compiled: MJX's reset op by op takes ~4x longer
-  params, _ = extend_ddpg(ts.params, ts.opt_state, index, counts, env_old.observation_size)
-  algo_new = ddpg.make(env_new, cfg)
+  algo, algo_new = module.make(env_old, cfg), module.make(env_new, cfg)
+  ts = jax.jit(algo.init)(jax.random.PRNGKey(0))
   obs = jax.random.normal(jax.random.PRNGKey(1), (16, env_old.observation_size))
+  return algo, algo_new, ts, index, counts, obs
+
+
+def test_pead_extension_preserves_ddpg_actor_and_critic():
+  algo, algo_new, ts, index, counts, obs = _extension_setup(ddpg, "ddpg")
+  params, _ = extend_ddpg(ts.params, ts.opt_state, index, counts, obs.shape[-1])
   stats = ts.obs_stats
   a_old = algo.act(ts.params, stats, obs)
   a_new = algo_new.act(params, stats, obs)
@@ -129,16 +134,9 @@ def test_sac_squashed_gaussian_density_is_scipys():
 
 
 def test_pead_extension_preserves_sac_actor_and_critics():
-  old, new = PEAD4, ()
-  env_old, env_new = _env(old), _env(new)
-  index, counts = group_index(POSE_AXES, old, new)
-  cfg = base_rl_config("sac").sac
-  cfg.num_envs, cfg.buffer_size = 2, 16
-  algo, algo_new = sac.make(env_old, cfg), sac.make(env_new, cfg)
-  ts = jax.jit(algo.init)(jax.random.PRNGKey(0))
-  params, opt = extend_sac(ts.params, ts.opt_state, index, counts, env_old.observation_size)
+  algo, algo_new, ts, index, counts, obs = _extension_setup(sac, "sac")
+  params, opt = extend_sac(ts.params, ts.opt_state, index, counts, obs.shape[-1])
   assert jax.tree.structure(opt) == jax.tree.structure(jax.jit(algo_new.init)(jax.random.PRNGKey(0)).opt_state)
-  obs = jax.random.normal(jax.random.PRNGKey(1), (16, env_old.observation_size))
   a_old = algo.act(ts.params, ts.obs_stats, obs)
   np.testing.assert_allclose(np.asarray(algo_new.act(params, ts.obs_stats, obs)),
                              np.asarray(a_old[:, jnp.asarray(index)]), atol=1e-6)
