@@ -137,8 +137,10 @@ def test_rl_defaults_depend_on_the_algorithm_through_one_table():
 
   assert base_rl_config("ppo").train.total_env_steps == 1_000_000
   assert base_rl_config("ddpg").train.total_env_steps == 300_000 and base_rl_config("ddpg").algo == "ddpg"
-  with pytest.raises(ConfigError, match=r"^config\.algo: 'sac' is not allowed; allowed: one of 'ppo', 'ddpg'$"):
-    base_rl_config("sac")
+  assert base_rl_config("sac").train.total_env_steps == 300_000 and base_rl_config("sac").algo == "sac"
+  with pytest.raises(ConfigError,
+                     match=r"^config\.algo: 'a2c' is not allowed; allowed: one of 'ppo', 'ddpg', 'sac'$"):
+    base_rl_config("a2c")
 
 
 @pytest.mark.parametrize("section, field, value, msg", [
